@@ -1,0 +1,62 @@
+// Package broker is the seam between "who is subscribed on this node" (the
+// hub inside the myxi server) and "how application events reach this node"
+// (a Broker implementation).
+//
+// Two implementations ship with Myxi: broker/memory, an in-process broker
+// for a single node (the default), and broker/rabbitmq, which connects
+// every node to one RabbitMQ so that a push from any process reaches every
+// subscribed client on every node.
+//
+// # Contract
+//
+// The server calls Start once, then Bind and Unbind as routing keys gain
+// their first and lose their last local subscriber (at most one Bind or
+// Unbind in flight per exchange and routing key), Publish from any
+// goroutine, and Close once at the end. A Broker calls the Deliver
+// function from its own goroutines; Deliver must not block.
+package broker
+
+import (
+	"context"
+	"errors"
+)
+
+// ErrUnavailable means the broker cannot be reached right now; the
+// operation may succeed later. Clients see it as BrokerUnavailable.
+var ErrUnavailable = errors.New("broker unavailable")
+
+// Message is one application event as it arrives from the broker.
+type Message struct {
+	Exchange   string
+	RoutingKey string
+	Body       []byte
+}
+
+// DeliverFunc receives every message routed to this node. It must not
+// block and must not keep Body after it returns.
+type DeliverFunc func(Message)
+
+// Broker carries application events between publishers and server nodes.
+type Broker interface {
+	// Start declares the exchanges (so applications can publish before any
+	// client subscribes) and begins delivering messages for bound keys to
+	// deliver. It returns an error for a problem that retrying will not
+	// fix (a refused declaration); an unreachable broker is retried in the
+	// background and reported by Ready.
+	Start(ctx context.Context, exchanges []string, deliver DeliverFunc) error
+	// Bind makes messages published to (exchange, routingKey) reach this
+	// node. It returns only once that is true, or ErrUnavailable (wrapped).
+	Bind(ctx context.Context, exchange, routingKey string) error
+	// Unbind stops the messages of (exchange, routingKey) reaching this
+	// node. The binding is forgotten even when the broker cannot be told
+	// right now (it is then not restored on reconnection).
+	Unbind(ctx context.Context, exchange, routingKey string) error
+	// Publish sends body to exchange with routingKey and returns once the
+	// broker has taken it (publisher confirms), or an error.
+	Publish(ctx context.Context, exchange, routingKey string, body []byte) error
+	// Ready reports whether the broker is connected and delivering.
+	Ready() bool
+	// Close stops delivery and releases every resource; it is safe to call
+	// more than once.
+	Close() error
+}

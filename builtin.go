@@ -1,0 +1,296 @@
+package myxi
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"slices"
+
+	"github.com/myxi/myxi/broker"
+	"github.com/myxi/myxi/internal/protocol"
+)
+
+// subscriptionPayload is the payload of Subscribe and Unsubscribe. Fields
+// stay raw: replies echo them exactly as the client sent them.
+type subscriptionPayload struct {
+	Exchange    json.RawMessage `json:"exchange"`
+	RoutingKey  json.RawMessage `json:"routing_key"`
+	RoutingKeys json.RawMessage `json:"routing_keys"`
+}
+
+func decodeSubscriptionPayload(payload json.RawMessage) (subscriptionPayload, bool) {
+	var p subscriptionPayload
+	if err := json.Unmarshal(payload, &p); err != nil {
+		return p, false
+	}
+	return p, true
+}
+
+// exchangeName reads the exchange field: ok is false when it is missing
+// or not a string.
+func exchangeName(raw json.RawMessage) (string, bool) {
+	raw = bytes.TrimSpace(raw)
+	if len(raw) == 0 || raw[0] != '"' {
+		return "", false
+	}
+	var name string
+	if json.Unmarshal(raw, &name) != nil {
+		return "", false
+	}
+	return name, true
+}
+
+// keyList returns the raw routing keys a payload names: routing_keys when
+// present (it must be an array), else routing_key.
+func (p subscriptionPayload) keyList() ([]json.RawMessage, bool) {
+	if len(p.RoutingKeys) == 0 || string(p.RoutingKeys) == "null" {
+		return []json.RawMessage{p.RoutingKey}, true
+	}
+	var keys []json.RawMessage
+	if p.RoutingKeys[0] != '[' || json.Unmarshal(p.RoutingKeys, &keys) != nil {
+		return nil, false
+	}
+	return keys, true
+}
+
+func echoExchange(raw json.RawMessage) json.RawMessage { return protocol.EchoKey(raw) }
+
+func (c *conn) subscribe(ctx context.Context, a protocol.Action) {
+	p, ok := decodeSubscriptionPayload(a.Payload)
+	if !ok {
+		c.sendError(a.Tag, protocol.ErrInvalidPayload, nil)
+		return
+	}
+	exchange, ok := exchangeName(p.Exchange)
+	authorize := c.srv.cfg.Exchanges[exchange]
+	if !ok || authorize == nil {
+		c.sendError(a.Tag, protocol.ErrInvalidExchange, map[string]any{"exchange": echoExchange(p.Exchange)})
+		return
+	}
+	keys, ok := p.keyList()
+	if !ok || len(keys) == 0 {
+		c.sendError(a.Tag, protocol.ErrInvalidPayload, map[string]any{"exchange": exchange})
+		return
+	}
+	for _, raw := range keys {
+		c.subscribeOne(ctx, a.Tag, exchange, authorize, raw)
+	}
+}
+
+func (c *conn) subscribeOne(ctx context.Context, tag json.RawMessage, exchange string, authorize AuthorizeFunc, raw json.RawMessage) {
+	echo := protocol.EchoKey(raw)
+	details := map[string]any{"exchange": exchange, "routing_key": echo}
+	key, err := protocol.RoutingKey(raw)
+	if err != nil {
+		c.sendError(tag, protocol.ErrInvalidPayload, details)
+		return
+	}
+	if len(key) > protocol.MaxRoutingKeyBytes {
+		c.sendError(tag, protocol.ErrInvalidRoutingKey, details)
+		return
+	}
+
+	c.subMu.Lock()
+	defer c.subMu.Unlock()
+	if c.subsClosed {
+		return
+	}
+	if _, dup := c.subs[exchange][key]; dup {
+		c.sendError(tag, protocol.ErrAlreadySubscribed, details)
+		return
+	}
+	if c.nsubs >= c.srv.cfg.Limits.MaxSubscriptions {
+		c.sendError(tag, protocol.ErrTooManySubscriptions, details)
+		return
+	}
+	allowed, err := c.authorize(ctx, authorize, tag, key)
+	if err != nil {
+		c.reportError(tag, "authorize "+exchange, err)
+		return
+	}
+	if !allowed {
+		c.sendError(tag, protocol.ErrSubscriptionDenied, details)
+		return
+	}
+	if err := c.srv.hub.Subscribe(ctx, exchange, key, c); err != nil {
+		if !errors.Is(err, broker.ErrUnavailable) {
+			c.log.Error("subscribe failed", "exchange", exchange, "routing_key", key, "err", err)
+		}
+		c.sendError(tag, protocol.ErrBrokerUnavailable, details)
+		return
+	}
+	if c.subs == nil {
+		c.subs = make(map[string]map[string]json.RawMessage)
+	}
+	if c.subs[exchange] == nil {
+		c.subs[exchange] = make(map[string]json.RawMessage)
+	}
+	c.subs[exchange][key] = slices.Clone(echo)
+	c.nsubs++
+	c.srv.metrics.subscriptions.Inc()
+	_ = c.sendEvent(protocol.EventSubscribed, tag, details)
+}
+
+// authorize runs an authorizer, turning a panic into an error.
+func (c *conn) authorize(ctx context.Context, authorize AuthorizeFunc, tag json.RawMessage, key string) (allowed bool, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = panicError{r}
+		}
+	}()
+	return authorize(ctx, c.session(tag), key)
+}
+
+type panicError struct{ value any }
+
+func (p panicError) Error() string { return "panic in authorizer" }
+
+type unsubscribedPayload struct {
+	Exchange     json.RawMessage `json:"exchange"`
+	ExchangeName json.RawMessage `json:"exchange_name"`
+	RoutingKey   json.RawMessage `json:"routing_key"`
+	Auto         bool            `json:"auto"`
+}
+
+func (c *conn) sendUnsubscribed(tag json.RawMessage, exchange, routingKey json.RawMessage, auto bool) {
+	_ = c.sendEvent(protocol.EventUnsubscribed, tag, unsubscribedPayload{
+		Exchange: exchange, ExchangeName: exchange, RoutingKey: routingKey, Auto: auto,
+	})
+}
+
+func (c *conn) unsubscribe(ctx context.Context, a protocol.Action) {
+	p, ok := decodeSubscriptionPayload(a.Payload)
+	if !ok {
+		c.sendError(a.Tag, protocol.ErrInvalidPayload, nil)
+		return
+	}
+	if len(bytes.TrimSpace(p.Exchange)) == 0 || string(p.Exchange) == "null" {
+		c.unsubscribeAll(ctx, a.Tag, nil)
+		return
+	}
+	exchange, ok := exchangeName(p.Exchange)
+	if !ok {
+		c.sendError(a.Tag, protocol.ErrInvalidExchange, map[string]any{"exchange": echoExchange(p.Exchange)})
+		return
+	}
+	exchangeJSON, _ := json.Marshal(exchange)
+	if len(p.RoutingKey) == 0 && len(p.RoutingKeys) == 0 {
+		c.unsubscribeAll(ctx, a.Tag, &exchange)
+		return
+	}
+	keys, ok := p.keyList()
+	if !ok {
+		c.sendError(a.Tag, protocol.ErrInvalidPayload, map[string]any{"exchange": exchange})
+		return
+	}
+	for _, raw := range keys {
+		key, err := protocol.RoutingKey(raw)
+		if err != nil {
+			c.sendError(a.Tag, protocol.ErrInvalidPayload, map[string]any{"exchange": exchange, "routing_key": protocol.EchoKey(raw)})
+			continue
+		}
+		c.subMu.Lock()
+		c.dropSubscription(ctx, exchange, key)
+		c.subMu.Unlock()
+		// Idempotent, as in 1.x: the reply comes whether or not it was
+		// subscribed.
+		c.sendUnsubscribed(a.Tag, exchangeJSON, protocol.EchoKey(raw), false)
+	}
+}
+
+// unsubscribeAll removes every subscription (of one exchange when exchange
+// is not nil), one reply per key removed, or one reply when none was.
+func (c *conn) unsubscribeAll(ctx context.Context, tag json.RawMessage, exchange *string) {
+	type removed struct {
+		exchange json.RawMessage
+		key      json.RawMessage
+	}
+	var gone []removed
+	c.subMu.Lock()
+	for ex, keys := range c.subs {
+		if exchange != nil && ex != *exchange {
+			continue
+		}
+		exJSON, _ := json.Marshal(ex)
+		for key, echo := range keys {
+			gone = append(gone, removed{exJSON, echo})
+			c.dropSubscription(ctx, ex, key)
+		}
+	}
+	c.subMu.Unlock()
+	for _, r := range gone {
+		c.sendUnsubscribed(tag, r.exchange, r.key, false)
+	}
+	if len(gone) == 0 {
+		exJSON := protocol.Null
+		if exchange != nil {
+			exJSON, _ = json.Marshal(*exchange)
+		}
+		c.sendUnsubscribed(tag, exJSON, protocol.Null, false)
+	}
+}
+
+// dropSubscription removes one subscription; c.subMu must be held. It
+// returns the key as the client sent it, or nil when not subscribed.
+func (c *conn) dropSubscription(ctx context.Context, exchange, key string) json.RawMessage {
+	echo, ok := c.subs[exchange][key]
+	if !ok {
+		return nil
+	}
+	delete(c.subs[exchange], key)
+	if len(c.subs[exchange]) == 0 {
+		delete(c.subs, exchange)
+	}
+	c.nsubs--
+	c.srv.unsubscribeHub(ctx, c, exchange, key)
+	return echo
+}
+
+func (c *conn) listSubscriptions(a protocol.Action) {
+	c.subMu.Lock()
+	list := make(map[string][]string, len(c.subs))
+	for ex, keys := range c.subs {
+		names := make([]string, 0, len(keys))
+		for key := range keys {
+			names = append(names, key)
+		}
+		slices.Sort(names)
+		list[ex] = names
+	}
+	c.subMu.Unlock()
+	_ = c.sendEvent(protocol.EventYourSubscriptions, a.Tag, map[string]any{"subscriptions": list})
+}
+
+// reauthorize checks every subscription again and removes the refused
+// ones, telling the client Unsubscribed {auto: true}. An authorizer error
+// keeps the subscription (fail open for a transient fault, logged).
+func (c *conn) reauthorize(ctx context.Context) {
+	type sub struct{ exchange, key string }
+	c.subMu.Lock()
+	var all []sub
+	for ex, keys := range c.subs {
+		for key := range keys {
+			all = append(all, sub{ex, key})
+		}
+	}
+	c.subMu.Unlock()
+	for _, s := range all {
+		authorize := c.srv.cfg.Exchanges[s.exchange]
+		allowed, err := c.authorize(ctx, authorize, nil, s.key)
+		if err != nil {
+			c.log.Warn("reauthorization failed; keeping the subscription", "exchange", s.exchange, "routing_key", s.key, "err", err)
+			continue
+		}
+		if allowed {
+			continue
+		}
+		c.subMu.Lock()
+		echo := c.dropSubscription(ctx, s.exchange, s.key)
+		c.subMu.Unlock()
+		if echo != nil {
+			exJSON, _ := json.Marshal(s.exchange)
+			c.sendUnsubscribed(nil, exJSON, echo, true)
+		}
+	}
+}

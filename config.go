@@ -1,0 +1,230 @@
+package myxi
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"strings"
+	"time"
+
+	"github.com/myxi/myxi/broker"
+	"github.com/myxi/myxi/internal/protocol"
+)
+
+// Config configures a Server. It is read once, by New. Every zero value
+// means the documented default, so Config{Exchanges: ...} is a working
+// server.
+type Config struct {
+	// Addr is the address ListenAndServe listens on. Default ":5005".
+	// ConfigFromEnv fills it from MYXI_BIND_ADDRESS and MYXI_PORT (or
+	// MIXI_PORT, or PORT).
+	Addr string
+
+	// Exchanges maps each exchange name to the authorizer deciding who may
+	// subscribe to which routing key. Names are AMQP exchange names
+	// (letters, digits, '-', '_', '.', ':'; at most 255 bytes). Use
+	// AllowAll for a public exchange and ModelAuthorizer to authorize
+	// against the application's own objects.
+	Exchanges map[string]AuthorizeFunc
+
+	// Actions maps action names to the application's handlers (such as
+	// "Authenticate"). Subscribe, Unsubscribe, ListSubscriptions and Ping
+	// are built in and cannot be replaced.
+	Actions map[string]ActionHandler
+
+	// Broker carries events between publishers and nodes. Default: the
+	// embedded broker (broker/memory), a single node. Use broker/rabbitmq
+	// for several nodes and for pushes from other processes. The server
+	// closes the broker on Shutdown.
+	Broker broker.Broker
+
+	// Logger receives structured logs. Default slog.Default().
+	Logger *slog.Logger
+
+	// Limits protect the node and its clients from each other.
+	Limits Limits
+
+	// AllowedOrigins lists the browser origins allowed to connect besides
+	// the server's own host (any port) and localhost. Entries are origins
+	// ("https://app.example.com") or host patterns with '*' wildcards
+	// ("*.example.com", "https://*.example.com:8443"). "*" allows every
+	// origin. Requests without an Origin header (non-browser clients) are
+	// always accepted.
+	AllowedOrigins []string
+
+	// TrustedProxies are the addresses or CIDR ranges of reverse proxies
+	// whose X-Forwarded-For header is believed when determining a
+	// session's RemoteIP. Default: none (the TCP peer's address is used).
+	TrustedProxies []string
+
+	// ReauthorizeInterval is how often every subscription is checked again
+	// with its exchange's authorizer; refused ones are removed and the
+	// client told Unsubscribed {auto: true}. Default 60s; negative turns it
+	// off.
+	ReauthorizeInterval time.Duration
+
+	// DrainPeriod is how long Shutdown spreads the closing of live sessions
+	// over (close code 1001), so their clients do not all reconnect at
+	// once. Default 5s.
+	DrainPeriod time.Duration
+
+	// NodeID names this node in logs and in the broker (the RabbitMQ
+	// connection of ConfigFromEnv is named "myxi <NodeID>"). Default: a
+	// random id.
+	NodeID string
+}
+
+// Limits bound what one client can cost the node. Zero values are the
+// documented defaults; a negative value turns that limit off where said.
+type Limits struct {
+	// MaxFrameBytes is the largest frame a client may send; a larger one
+	// closes the connection with code 1009. Default 64 KiB.
+	MaxFrameBytes int64
+	// MaxSubscriptions per session; beyond it Subscribe answers
+	// TooManySubscriptions. Default 1000.
+	MaxSubscriptions int
+	// ActionsPerSecond and ActionBurst shape a token bucket per session;
+	// an action over it answers RateLimited. Defaults 50 and 100;
+	// ActionsPerSecond < 0 turns rate limiting off.
+	ActionsPerSecond float64
+	ActionBurst      int
+	// MaxConnections on this node; further upgrades get HTTP 503.
+	// Default 0: no limit besides the process's open files.
+	MaxConnections int
+	// SendQueueMessages and SendQueueBytes bound the events waiting to be
+	// written to one client; a client that lets either fill is too slow
+	// and is disconnected with code 1008. Defaults 1024 and 1 MiB.
+	SendQueueMessages int
+	SendQueueBytes    int64
+	// WriteTimeout bounds one write to a client socket. Default 5s.
+	WriteTimeout time.Duration
+	// HandshakeTimeout bounds the WebSocket upgrade. Default 10s.
+	HandshakeTimeout time.Duration
+	// PingInterval is how often the server pings an idle client; a client
+	// silent (no frame, no pong) for two intervals is disconnected.
+	// Default 25s.
+	PingInterval time.Duration
+	// ActionTimeout bounds one action handler's context (an authorizer, an
+	// application action, a broker bind). Default 10s.
+	ActionTimeout time.Duration
+}
+
+func (l Limits) withDefaults() Limits {
+	if l.MaxFrameBytes == 0 {
+		l.MaxFrameBytes = 64 << 10
+	}
+	if l.MaxSubscriptions == 0 {
+		l.MaxSubscriptions = 1000
+	}
+	if l.ActionsPerSecond == 0 {
+		l.ActionsPerSecond = 50
+	}
+	if l.ActionBurst == 0 {
+		l.ActionBurst = 100
+	}
+	if l.SendQueueMessages == 0 {
+		l.SendQueueMessages = 1024
+	}
+	if l.SendQueueBytes == 0 {
+		l.SendQueueBytes = 1 << 20
+	}
+	if l.WriteTimeout == 0 {
+		l.WriteTimeout = 5 * time.Second
+	}
+	if l.HandshakeTimeout == 0 {
+		l.HandshakeTimeout = 10 * time.Second
+	}
+	if l.PingInterval == 0 {
+		l.PingInterval = 25 * time.Second
+	}
+	if l.ActionTimeout == 0 {
+		l.ActionTimeout = 10 * time.Second
+	}
+	return l
+}
+
+func (c Config) withDefaults() Config {
+	if c.Addr == "" {
+		c.Addr = ":5005"
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	if c.ReauthorizeInterval == 0 {
+		c.ReauthorizeInterval = 60 * time.Second
+	}
+	if c.DrainPeriod == 0 {
+		c.DrainPeriod = 5 * time.Second
+	}
+	if c.NodeID == "" {
+		c.NodeID = newID()
+	}
+	c.Limits = c.Limits.withDefaults()
+	return c
+}
+
+var builtinActions = map[string]bool{
+	protocol.ActionSubscribe:         true,
+	protocol.ActionUnsubscribe:       true,
+	protocol.ActionListSubscriptions: true,
+	protocol.ActionPing:              true,
+}
+
+func (c Config) validate() error {
+	var errs []error
+	for name, authorize := range c.Exchanges {
+		if !protocol.ValidExchangeName(name) {
+			errs = append(errs, fmt.Errorf("exchange %q: not a valid exchange name (1-255 bytes of letters, digits, '-', '_', '.', ':'; not starting with \"amq.\")", name))
+		}
+		if authorize == nil {
+			errs = append(errs, fmt.Errorf("exchange %q: nil authorizer (use myxi.AllowAll for a public exchange)", name))
+		}
+	}
+	for name, handler := range c.Actions {
+		if builtinActions[name] {
+			errs = append(errs, fmt.Errorf("action %q: built in, cannot be replaced", name))
+		}
+		if name == "" {
+			errs = append(errs, errors.New("action with an empty name"))
+		}
+		if handler == nil {
+			errs = append(errs, fmt.Errorf("action %q: nil handler", name))
+		}
+	}
+	for _, p := range c.TrustedProxies {
+		if _, err := parseCIDR(p); err != nil {
+			errs = append(errs, fmt.Errorf("trusted proxy %q: %w", p, err))
+		}
+	}
+	for _, o := range c.AllowedOrigins {
+		if strings.TrimSpace(o) == "" {
+			errs = append(errs, errors.New("allowed origin: empty entry"))
+		}
+	}
+	if c.Limits.MaxFrameBytes < 0 || c.Limits.SendQueueMessages < 0 || c.Limits.SendQueueBytes < 0 {
+		errs = append(errs, errors.New("limits: frame size and send queue limits cannot be negative"))
+	}
+	return errors.Join(errs...)
+}
+
+// parseCIDR accepts "10.0.0.0/8" or a single address.
+func parseCIDR(s string) (*net.IPNet, error) {
+	s = strings.TrimSpace(s)
+	if !strings.Contains(s, "/") {
+		ip := net.ParseIP(s)
+		if ip == nil {
+			return nil, errors.New("not an IP address or CIDR range")
+		}
+		bits := 128
+		if ip.To4() != nil {
+			ip, bits = ip.To4(), 32
+		}
+		return &net.IPNet{IP: ip, Mask: net.CIDRMask(bits, bits)}, nil
+	}
+	_, n, err := net.ParseCIDR(s)
+	if err != nil {
+		return nil, fmt.Errorf("not an IP address or CIDR range: %w", err)
+	}
+	return n, nil
+}

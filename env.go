@@ -1,0 +1,96 @@
+package myxi
+
+import (
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/myxi/myxi/broker/rabbitmq"
+)
+
+// Environment variables read by ConfigFromEnv.
+const (
+	EnvPort           = "MYXI_PORT"
+	EnvPortLegacy     = "MIXI_PORT" // the spelling myxi 1.x's README used
+	EnvPortGeneric    = "PORT"
+	EnvBindAddress    = "MYXI_BIND_ADDRESS"
+	EnvRabbitMQURL    = "RABBITMQ_URL"
+	EnvAllowedOrigins = "MYXI_ALLOWED_ORIGINS"
+	EnvTrustedProxies = "MYXI_TRUSTED_PROXIES"
+	EnvDrainPeriod    = "MYXI_DRAIN_PERIOD"
+	EnvNodeID         = "MYXI_NODE_ID"
+)
+
+// ConfigFromEnv returns a Config filled from the environment, the way
+// myxi 1.x configured itself. It is the only place the library reads the
+// environment; call it explicitly:
+//
+//   - listen port: MYXI_PORT, else MIXI_PORT, else PORT, else 5005;
+//     address: MYXI_BIND_ADDRESS (default all interfaces);
+//   - RABBITMQ_URL (a comma-separated list for a cluster): the RabbitMQ
+//     broker, its connection named "myxi <node id>"; unset: the embedded
+//     broker;
+//   - MYXI_ALLOWED_ORIGINS and MYXI_TRUSTED_PROXIES: comma-separated lists;
+//   - MYXI_DRAIN_PERIOD: a Go duration such as "10s";
+//   - MYXI_NODE_ID: this node's name (default random).
+//
+// Exchanges, actions and the logger are the caller's to set.
+func ConfigFromEnv(logger *slog.Logger) (Config, error) {
+	return configFrom(os.Getenv, logger)
+}
+
+func configFrom(getenv func(string) string, logger *slog.Logger) (Config, error) {
+	if logger == nil {
+		logger = slog.Default()
+	}
+	cfg := Config{Logger: logger, NodeID: getenv(EnvNodeID)}
+	if cfg.NodeID == "" {
+		cfg.NodeID = newID()
+	}
+	port := "5005"
+	for _, name := range []string{EnvPort, EnvPortLegacy, EnvPortGeneric} {
+		if v := strings.TrimSpace(getenv(name)); v != "" {
+			if n, err := strconv.Atoi(v); err != nil || n < 0 || n > 65535 {
+				return Config{}, fmt.Errorf("%s=%q: not a port number", name, v)
+			}
+			port = v
+			break
+		}
+	}
+	cfg.Addr = net.JoinHostPort(strings.TrimSpace(getenv(EnvBindAddress)), port)
+	cfg.AllowedOrigins = splitList(getenv(EnvAllowedOrigins))
+	cfg.TrustedProxies = splitList(getenv(EnvTrustedProxies))
+	if v := getenv(EnvDrainPeriod); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil {
+			return Config{}, fmt.Errorf("%s=%q: %w", EnvDrainPeriod, v, err)
+		}
+		cfg.DrainPeriod = d
+	}
+	if urls := rabbitmq.ParseURLs(getenv(EnvRabbitMQURL)); len(urls) > 0 {
+		b, err := rabbitmq.New(rabbitmq.Config{
+			URLs:           urls,
+			ConnectionName: "myxi " + cfg.NodeID,
+			Logger:         logger,
+		})
+		if err != nil {
+			return Config{}, fmt.Errorf("%s: %w", EnvRabbitMQURL, err)
+		}
+		cfg.Broker = b
+	}
+	return cfg, nil
+}
+
+func splitList(v string) []string {
+	var out []string
+	for _, item := range strings.Split(v, ",") {
+		if item = strings.TrimSpace(item); item != "" {
+			out = append(out, item)
+		}
+	}
+	return out
+}

@@ -1,0 +1,234 @@
+package myxi
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"html/template"
+	"net"
+	"net/http"
+	"net/url"
+	"path"
+	"strings"
+	"time"
+
+	"github.com/gorilla/websocket"
+	"github.com/labstack/echo/v4"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// Mount adds Myxi to an application's echo server: WebSocket upgrades at
+// "/" (where myxi 1.x clients connect) and "/ws", the JavaScript client at
+// "/myxi.js" and "/myxi.mjs", "/healthz", "/readyz" and "/metrics". Plain
+// requests to "/" reach the application's own routes. Call Start before
+// serving and Shutdown when done.
+func (s *Server) Mount(e *echo.Echo) {
+	e.Use(s.middleware)
+}
+
+func (s *Server) middleware(next echo.HandlerFunc) echo.HandlerFunc {
+	metricsHandler := promhttp.HandlerFor(s.metrics.registry, promhttp.HandlerOpts{})
+	return func(c echo.Context) error {
+		r := c.Request()
+		p := r.URL.Path
+		switch {
+		case (p == "/" || p == "/ws") && websocket.IsWebSocketUpgrade(r):
+			return s.handleUpgrade(c)
+		case p == "/ws":
+			return c.String(http.StatusUpgradeRequired, "This is a Myxi WebSocket endpoint: connect with a WebSocket client.\n")
+		case p == "/healthz":
+			return c.String(http.StatusOK, "ok\n")
+		case p == "/readyz":
+			if !s.Ready() {
+				return c.String(http.StatusServiceUnavailable, s.readiness()+"\n")
+			}
+			return c.String(http.StatusOK, "ready\n")
+		case p == "/metrics":
+			metricsHandler.ServeHTTP(c.Response(), r)
+			return nil
+		case isClientAsset(p):
+			return serveClientAsset(c, p)
+		}
+		return next(c)
+	}
+}
+
+func (s *Server) readiness() string {
+	switch {
+	case !s.started.Load():
+		return "not started"
+	case s.draining.Load():
+		return "draining"
+	case !s.broker.Ready():
+		return "broker not connected"
+	}
+	return "ready"
+}
+
+// Handler returns an http.Handler serving Myxi alone: the endpoints of
+// Mount plus a small status page at "/".
+func (s *Server) Handler() http.Handler {
+	e := echo.New()
+	e.HideBanner, e.HidePort = true, true
+	s.Mount(e)
+	e.GET("/", s.statusPage)
+	return e
+}
+
+var statusTemplate = template.Must(template.New("status").Parse(`<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>Myxi</title>
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<style>body{font:16px/1.5 system-ui,sans-serif;max-width:40rem;margin:3rem auto;padding:0 1rem;color:#1f2933}
+code{background:#f0f4f8;padding:.1rem .3rem;border-radius:4px}</style></head>
+<body><h1>Myxi</h1>
+<p>This is a Myxi WebSocket server ({{.Status}}). Connect a WebSocket client to <code>{{.WS}}</code>,
+or load the JavaScript client from <a href="/myxi.js"><code>/myxi.js</code></a>.</p>
+<p>{{.Sessions}} live sessions on this node. Exchanges: {{range .Exchanges}}<code>{{.}}</code> {{end}}</p>
+</body></html>`))
+
+func (s *Server) statusPage(c echo.Context) error {
+	scheme := "ws"
+	if c.IsTLS() {
+		scheme = "wss"
+	}
+	var names []string
+	for name := range s.cfg.Exchanges {
+		names = append(names, name)
+	}
+	c.Response().Header().Set(echo.HeaderContentType, echo.MIMETextHTMLCharsetUTF8)
+	return statusTemplate.Execute(c.Response(), map[string]any{
+		"Status":    s.readiness(),
+		"WS":        scheme + "://" + c.Request().Host + "/",
+		"Sessions":  s.Sessions(),
+		"Exchanges": names,
+	})
+}
+
+// ListenAndServe listens on Config.Addr and serves until ctx ends, then
+// shuts down gracefully (Shutdown, bounded by the DrainPeriod plus 10s).
+func (s *Server) ListenAndServe(ctx context.Context) error {
+	ln, err := net.Listen("tcp", s.cfg.Addr)
+	if err != nil {
+		return fmt.Errorf("myxi: listen on %s: %w", s.cfg.Addr, err)
+	}
+	return s.Serve(ctx, ln)
+}
+
+// Serve starts the server if needed and serves on ln until ctx ends, then
+// shuts down gracefully. It closes ln.
+func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	if err := s.Start(ctx); err != nil {
+		_ = ln.Close()
+		return err
+	}
+	addr := ln.Addr()
+	s.addr.Store(&addr)
+	hs := &http.Server{
+		Handler:           s.Handler(),
+		ReadHeaderTimeout: s.cfg.Limits.HandshakeTimeout,
+		ErrorLog:          nil,
+	}
+	s.log.Info("myxi listening", "addr", addr.String(), "broker", brokerName(s.broker), "exchanges", len(s.cfg.Exchanges))
+	served := make(chan error, 1)
+	go func() { served <- hs.Serve(ln) }()
+
+	var serveErr error
+	select {
+	case <-ctx.Done():
+	case serveErr = <-served:
+	}
+	stopCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.DrainPeriod+10*time.Second)
+	defer cancel()
+	// Stop accepting first; hijacked WebSocket connections are not waited
+	// for by http.Server and are drained by Shutdown below.
+	s.draining.Store(true)
+	_ = hs.Shutdown(stopCtx)
+	err := s.Shutdown(stopCtx)
+	if serveErr != nil && !errors.Is(serveErr, http.ErrServerClosed) {
+		return fmt.Errorf("myxi: serve: %w", serveErr)
+	}
+	return err
+}
+
+func brokerName(b any) string {
+	switch t := fmt.Sprintf("%T", b); {
+	case strings.Contains(t, "memory"):
+		return "embedded"
+	case strings.Contains(t, "rabbitmq"):
+		return "rabbitmq"
+	default:
+		return t
+	}
+}
+
+// newOriginChecker implements PROTOCOL.md's origin rule: no Origin header,
+// the server's own host (any port), localhost, or an allowed pattern.
+func newOriginChecker(allowed []string) func(r *http.Request) bool {
+	return func(r *http.Request) bool {
+		origin := r.Header.Get("Origin")
+		if origin == "" {
+			return true
+		}
+		u, err := url.Parse(origin)
+		if err != nil || u.Host == "" {
+			return false
+		}
+		host := u.Hostname()
+		if strings.EqualFold(host, hostOnly(r.Host)) || isLocalhost(host) {
+			return true
+		}
+		for _, pattern := range allowed {
+			if originMatches(pattern, u) {
+				return true
+			}
+		}
+		return false
+	}
+}
+
+func hostOnly(hostport string) string {
+	if h, _, err := net.SplitHostPort(hostport); err == nil {
+		return strings.Trim(h, "[]")
+	}
+	return strings.Trim(hostport, "[]")
+}
+
+func isLocalhost(host string) bool {
+	if strings.EqualFold(host, "localhost") || strings.HasSuffix(strings.ToLower(host), ".localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// originMatches matches an origin against "*", a full origin pattern
+// ("https://*.example.com") or a host pattern ("*.example.com",
+// "app.example.com:8443").
+func originMatches(pattern string, origin *url.URL) bool {
+	pattern = strings.ToLower(strings.TrimSpace(pattern))
+	if pattern == "*" {
+		return true
+	}
+	subject := strings.ToLower(origin.Host)
+	if strings.Contains(pattern, "://") {
+		subject = strings.ToLower(origin.Scheme + "://" + origin.Host)
+	} else if !strings.Contains(pattern, ":") {
+		subject = strings.ToLower(origin.Hostname())
+	}
+	ok, err := path.Match(pattern, subject)
+	return err == nil && ok
+}
+
+// newIPExtractor believes X-Forwarded-For only from trusted proxies.
+func newIPExtractor(trusted []string) echo.IPExtractor {
+	if len(trusted) == 0 {
+		return echo.ExtractIPDirect()
+	}
+	opts := []echo.TrustOption{echo.TrustLoopback(false), echo.TrustLinkLocal(false), echo.TrustPrivateNet(false)}
+	for _, p := range trusted {
+		if n, err := parseCIDR(p); err == nil {
+			opts = append(opts, echo.TrustIPRange(n))
+		}
+	}
+	return echo.ExtractIPFromXFFHeader(opts...)
+}

@@ -1,0 +1,87 @@
+package myxi
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+)
+
+// metrics are the node's Prometheus metrics, in a registry of their own so
+// that several servers in one process (tests, embedding) do not collide.
+type metrics struct {
+	registry      *prometheus.Registry
+	connections   prometheus.Gauge
+	subscriptions prometheus.Gauge
+	bindings      prometheus.Gauge
+	actions       *prometheus.CounterVec
+	eventsIn      prometheus.Counter
+	fanout        prometheus.Counter
+	delivered     prometheus.Counter
+	dropped       prometheus.Counter
+	slowClients   prometheus.Counter
+	badMessages   prometheus.Counter
+	pushed        prometheus.Counter
+	pushErrors    prometheus.Counter
+	refused       prometheus.Counter
+}
+
+func newMetrics() *metrics {
+	return &metrics{
+		registry: prometheus.NewRegistry(),
+		connections: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "myxi_connections", Help: "Live WebSocket sessions on this node."}),
+		subscriptions: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "myxi_subscriptions", Help: "Subscriptions of the live sessions."}),
+		bindings: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "myxi_broker_bindings", Help: "(exchange, routing key) pairs bound to this node on the broker."}),
+		actions: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "myxi_actions_total", Help: "Client actions by name and outcome (ok or the error name)."},
+			[]string{"action", "outcome"}),
+		eventsIn: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "myxi_broker_events_total", Help: "Application events received from the broker."}),
+		fanout: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "myxi_events_queued_total", Help: "Application events queued to sessions (one per subscriber)."}),
+		delivered: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "myxi_events_written_total", Help: "Events written to client sockets."}),
+		dropped: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "myxi_events_dropped_total", Help: "Events dropped because a client's send queue was full."}),
+		slowClients: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "myxi_slow_client_disconnects_total", Help: "Sessions closed (1008) for not reading fast enough."}),
+		badMessages: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "myxi_broker_bad_messages_total", Help: "Broker messages dropped for not being a JSON object with a string event."}),
+		pushed: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "myxi_pushes_total", Help: "Events pushed through this node's Push and confirmed by the broker."}),
+		pushErrors: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "myxi_push_errors_total", Help: "Pushes through this node that the broker did not take."}),
+		refused: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "myxi_connections_refused_total", Help: "Upgrades refused at the connection limit."}),
+	}
+}
+
+func (m *metrics) register(s *Server) {
+	m.registry.MustRegister(
+		m.connections, m.subscriptions, m.bindings, m.actions, m.eventsIn, m.fanout, m.delivered,
+		m.dropped, m.slowClients, m.badMessages, m.pushed, m.pushErrors, m.refused,
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "myxi_broker_ready", Help: "1 when the broker is connected."},
+			func() float64 {
+				if s.broker.Ready() {
+					return 1
+				}
+				return 0
+			}),
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+	)
+}
+
+// actionLabel keeps the metric's label set bounded: unknown action names
+// sent by clients are folded into one label.
+func (s *Server) actionLabel(name string) string {
+	if builtinActions[name] {
+		return name
+	}
+	if _, ok := s.cfg.Actions[name]; ok {
+		return name
+	}
+	return "(unknown)"
+}
