@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -366,5 +365,3 @@ func (b bindCounter) Unbind(ctx context.Context, exchange, key string) error {
 	b.m.bindings.Dec()
 	return b.Broker.Unbind(ctx, exchange, key)
 }
-
-var errNotStarted = errors.New("myxi: server not started")

@@ -207,3 +207,16 @@ func (s *Session) OnClose(fn func()) {
 
 // Close ends the session with a normal closure (code 1000) and reason.
 func (s *Session) Close(reason string) { s.c.closeWith(closeNormal, reason) }
+
+// Notify sends an untagged event to this client, whatever action is being
+// handled: for events that are not a reply (a token that expired, a
+// server-side change).
+func (s *Session) Notify(event string, payload any) error {
+	return s.c.sendEvent(event, nil, payload)
+}
+
+// Reauthorize checks every subscription of this session again now (as the
+// periodic check does) and removes the ones its exchange's authorizer
+// refuses, telling the client Unsubscribed {auto: true}. Call it after the
+// session's user changed.
+func (s *Session) Reauthorize(ctx context.Context) { s.c.reauthorize(ctx) }

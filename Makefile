@@ -1,0 +1,44 @@
+# Myxi: make run | make demo | make test | make bench
+SHELL := /bin/bash
+GO ?= go
+STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
+FUZZTIME ?= 10s
+
+.PHONY: run demo test test-go test-js test-e2e lint fuzz bench generate deps
+
+run: ## the standalone server with an open "widgets" exchange, embedded broker
+	$(GO) run ./server -exchanges widgets
+
+demo: ## the widgets demo on http://localhost:8080 (embedded broker)
+	$(GO) run ./demo
+
+deps: ## what the tests need: Go modules and the npm devDependencies
+	$(GO) mod download
+	npm ci --no-audit --no-fund
+
+test: deps lint test-go fuzz test-js test-e2e ## every test
+
+lint:
+	@test -z "$$(gofmt -l . | grep -v '^node_modules/')" || { echo "gofmt needed:"; gofmt -l . | grep -v '^node_modules/'; exit 1; }
+	$(GO) vet ./...
+	$(GO) run $(STATICCHECK) ./...
+
+test-go:
+	$(GO) test -race -count=1 ./...
+
+fuzz: ## each fuzz target for a short, bounded time
+	@for target in $$($(GO) test -list '^Fuzz' ./internal/protocol | grep '^Fuzz'); do \
+		$(GO) test -run '^$$' -fuzz "^$$target\$$" -fuzztime $(FUZZTIME) ./internal/protocol || exit 1; \
+	done
+
+test-js:
+	npm test
+
+test-e2e:
+	npm run e2e
+
+bench: ## Go benchmarks of the hot paths
+	$(GO) test -run '^$$' -bench . -benchmem ./...
+
+generate: ## rebuild client-js/dist with esbuild
+	$(GO) generate ./...
