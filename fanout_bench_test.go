@@ -1,0 +1,77 @@
+package myxi
+
+import (
+	"context"
+	"fmt"
+	"testing"
+
+	"github.com/myxi/myxi/broker"
+	"github.com/myxi/myxi/internal/protocol"
+)
+
+// BenchmarkFanout measures the push path inside the node: one broker
+// message decoded, encoded once and queued to N local sessions (the
+// writers' socket writes are not included; see the load tool for those).
+// ns/delivery and allocs/op must not grow with N.
+func BenchmarkFanout(b *testing.B) {
+	for _, n := range []int{1000, 10000} {
+		b.Run(fmt.Sprint(n), func(b *testing.B) {
+			srv, err := New(Config{Exchanges: map[string]AuthorizeFunc{"bench": AllowAll}, ReauthorizeInterval: -1})
+			if err != nil {
+				b.Fatal(err)
+			}
+			if err := srv.Start(context.Background()); err != nil {
+				b.Fatal(err)
+			}
+			defer srv.Shutdown(context.Background())
+			conns := make([]*conn, n)
+			for i := range conns {
+				ctx, cancel := context.WithCancel(context.Background())
+				defer cancel()
+				c := &conn{srv: srv, ctx: ctx, cancel: cancel, log: srv.log}
+				c.queue = sendQueue{notify: make(chan struct{}, 1), maxItems: 1024, maxBytes: 1 << 20}
+				conns[i] = c
+				if err := srv.hub.Subscribe(ctx, "bench", "k", c); err != nil {
+					b.Fatal(err)
+				}
+			}
+			body := []byte(`{"event":"Bench","payload":{"t":1732550000000000000,"seq":1,"pad":"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"}}`)
+			msg := broker.Message{Exchange: "bench", RoutingKey: "k", Body: body}
+			spare := make([]*frame, 0, 4)
+			b.ReportAllocs()
+			b.ResetTimer()
+			for b.Loop() {
+				srv.deliver(msg)
+				for _, c := range conns { // what each writer does when it wakes
+					<-c.queue.notify
+					spare = c.queue.takeAll(spare)
+					clear(spare)
+				}
+			}
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*n), "ns/delivery")
+		})
+	}
+}
+
+// BenchmarkDecodeAction measures decoding a typical Subscribe frame.
+func BenchmarkDecodeAction(b *testing.B) {
+	frame := []byte(`{"action":"Subscribe","tag":"t1","payload":{"exchange":"widgets","routing_key":"42"}}`)
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := protocol.DecodeAction(frame); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkBrokerEvent measures turning one broker body into the frame
+// every subscriber gets (done once per event per node).
+func BenchmarkBrokerEvent(b *testing.B) {
+	body := []byte(`{"event":"WidgetQtyChanged","payload":{"quantity":5,"name":"Widget 42"}}`)
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := protocol.BrokerEvent("widgets", "42", body); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
