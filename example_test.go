@@ -57,6 +57,7 @@ func Example() {
 	ctx, stop := context.WithCancel(context.Background())
 	done := make(chan error)
 	go func() { done <- srv.Serve(ctx, ln) }()
+	defer func() { stop(); <-done }()
 
 	ws, _, err := websocket.DefaultDialer.Dial("ws://"+ln.Addr().String()+"/", nil)
 	if err != nil {
@@ -88,9 +89,6 @@ func Example() {
 
 	_ = srv.Push(ctx, "widgets", "1", "WidgetQtyChanged", map[string]int{"quantity": 5})
 	fmt.Println(read())
-
-	stop()
-	<-done
 	// Output:
 	// Welcome
 	// Authenticated {"username":"alice"}

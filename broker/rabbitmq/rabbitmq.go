@@ -82,6 +82,7 @@ type Broker struct {
 	deliver   broker.DeliverFunc
 
 	ready     atomic.Bool
+	connects  atomic.Uint64
 	started   bool
 	cancel    context.CancelFunc
 	done      chan struct{}
@@ -179,7 +180,9 @@ func (b *Broker) supervise(ctx context.Context, sess *session) {
 				continue
 			}
 		}
-		b.setSession(sess)
+		if b.current() != sess {
+			b.setSession(sess)
+		}
 		b.log.Info("rabbitmq connected", "url", redact(sess.url), "queue", sess.queue)
 		connectedAt := time.Now()
 		reason := sess.wait(ctx)
@@ -201,6 +204,9 @@ func (b *Broker) supervise(ctx context.Context, sess *session) {
 }
 
 func (b *Broker) setSession(s *session) {
+	if s != nil {
+		b.connects.Add(1)
+	}
 	b.mu.Lock()
 	b.sess = s
 	close(b.changed)
@@ -211,15 +217,15 @@ func (b *Broker) setSession(s *session) {
 
 // session is one AMQP connection with its channels and queue.
 type session struct {
-	url    string
-	conn   *amqp.Connection
-	ch     *amqp.Channel // consume, bind, unbind, declare
-	pubCh  *amqp.Channel // publish with confirms
-	queue  string
+	url   string
+	conn  *amqp.Connection
+	ch    *amqp.Channel // consume, bind, unbind, declare
+	pubCh *amqp.Channel // publish with confirms
+	queue string
 	// amqp091 closes each notification channel it was given, so each of
 	// the connection and the two channels gets its own.
 	connClosed, chClosed, pubClosed chan *amqp.Error
-	wg     sync.WaitGroup   // the consumer goroutine
+	wg                              sync.WaitGroup // the consumer goroutine
 }
 
 func (b *Broker) dial() (*amqp.Connection, string, error) {
@@ -452,6 +458,10 @@ func (b *Broker) Publish(ctx context.Context, exchange, routingKey string, body 
 	}
 	return nil
 }
+
+// Connects counts the successful connections so far: more than one means
+// the broker reconnected.
+func (b *Broker) Connects() uint64 { return b.connects.Load() }
 
 // Ready reports whether the broker is connected.
 func (b *Broker) Ready() bool { return b.ready.Load() }

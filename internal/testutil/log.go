@@ -6,11 +6,12 @@ import (
 	"testing"
 )
 
-// Logger returns the logger servers under test use: errors only, to
-// stderr (a test's t.Log cannot be used from goroutines that may outlive
-// it), or every level with MYXI_TEST_LOG=debug.
+// Logger returns the logger servers under test use: silent (the tests
+// provoke errors on purpose), or every level to stderr with
+// MYXI_TEST_LOG=debug (a test's t.Log cannot be used from goroutines that
+// may outlive it).
 func Logger(tb testing.TB) *slog.Logger {
-	level := slog.LevelError
+	level := slog.LevelError + 4
 	if os.Getenv("MYXI_TEST_LOG") == "debug" {
 		level = slog.LevelDebug
 	}

@@ -1,0 +1,262 @@
+package myxi_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+
+	"github.com/myxi/myxi"
+	"github.com/myxi/myxi/internal/testutil"
+)
+
+// metricValue reads one unlabelled metric from /metrics.
+func metricValue(t *testing.T, base, name string) float64 {
+	t.Helper()
+	resp, err := http.Get(base + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	for _, line := range strings.Split(string(body), "\n") {
+		if v, ok := strings.CutPrefix(line, name+" "); ok {
+			var f float64
+			fmt.Sscan(v, &f)
+			return f
+		}
+	}
+	t.Fatalf("metric %s not found", name)
+	return 0
+}
+
+// dialSmallBuffer connects with a tiny receive buffer so that a client
+// that stops reading fills the server's queue quickly.
+func dialSmallBuffer(t *testing.T, url string) *websocket.Conn {
+	t.Helper()
+	d := websocket.Dialer{NetDialContext: (&net.Dialer{Control: func(_, _ string, c syscall.RawConn) error {
+		return c.Control(func(fd uintptr) { _ = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096) })
+	}}).DialContext}
+	ws, _, err := d.Dial(url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ws.Close() })
+	return ws
+}
+
+// A client that stops reading is disconnected (1008, counted) while every
+// other subscriber of the same key gets every message, on time.
+func TestSlowConsumerDoesNotHurtOthers(t *testing.T) {
+	forEachBroker(t, func(t *testing.T, kind string) {
+		ts := startServer(t, kind, func(c *myxi.Config) {
+			c.Limits.SendQueueBytes = 256 << 10
+			c.Limits.WriteTimeout = time.Second
+		})
+		slow := dialSmallBuffer(t, ts.WS)
+		if err := slow.WriteJSON(map[string]any{"action": "Subscribe", "payload": map[string]string{"exchange": ts.Exchange, "routing_key": "k"}}); err != nil {
+			t.Fatal(err)
+		}
+		healthy := testutil.Dial(t, ts.WS)
+		healthy.Subscribe(ts.Exchange, "k")
+		testutil.Eventually(t, 5*time.Second, "the slow client's subscription", func() bool {
+			return metricValue(t, ts.HTTP, "myxi_subscriptions") == 2
+		})
+
+		const n = 400
+		pad := strings.Repeat("x", 8<<10)
+		received := make(chan error, 1)
+		var worst time.Duration
+		go func() {
+			for i := range n {
+				ev, err := healthy.NextWithin(10 * time.Second)
+				if err != nil {
+					received <- fmt.Errorf("event %d: %w", i, err)
+					return
+				}
+				var seq, sent int64
+				_ = json.Unmarshal(ev.Payload["seq"], &seq)
+				_ = json.Unmarshal(ev.Payload["sent"], &sent)
+				if seq != int64(i) {
+					received <- fmt.Errorf("event %d has seq %d", i, seq)
+					return
+				}
+				worst = max(worst, time.Since(time.Unix(0, sent)))
+			}
+			received <- nil
+		}()
+		// 8 MB/s: more than the slow client's buffers can absorb, well
+		// within what a reading client takes.
+		pace := time.NewTicker(time.Millisecond)
+		defer pace.Stop()
+		for i := range n {
+			<-pace.C
+			ts.push(t, "k", "Big", map[string]any{"seq": i, "sent": time.Now().UnixNano(), "pad": pad})
+		}
+		if err := <-received; err != nil {
+			t.Fatalf("healthy client: %v", err)
+		}
+		t.Logf("healthy client got all %d events; worst latency %v", n, worst.Round(time.Millisecond))
+		if worst > 2*time.Second {
+			t.Fatalf("healthy client's worst latency %v", worst)
+		}
+		testutil.Eventually(t, 10*time.Second, "the slow client to be disconnected", func() bool {
+			return metricValue(t, ts.HTTP, "myxi_slow_client_disconnects_total") == 1 && ts.Srv.Sessions() == 1
+		})
+	})
+}
+
+func TestRateLimit(t *testing.T) {
+	ts := startServer(t, "memory", func(c *myxi.Config) {
+		c.Limits.ActionsPerSecond = 1
+		c.Limits.ActionBurst = 5
+	})
+	c := testutil.Dial(t, ts.WS)
+	for i := range 20 {
+		c.Send("Ping", i, nil)
+	}
+	pongs, limited := 0, 0
+	for i := range 20 {
+		ev := c.Next()
+		if string(ev.Tag) != fmt.Sprint(i) {
+			t.Fatalf("reply %d has tag %s", i, ev.Tag)
+		}
+		switch {
+		case ev.Event == "Pong":
+			pongs++
+		case ev.Event == "Error" && ev.Str("error") == "RateLimited":
+			limited++
+		default:
+			t.Fatalf("unexpected %s", ev.Raw)
+		}
+	}
+	if pongs < 5 || limited < 10 {
+		t.Fatalf("%d pongs, %d rate limited: want the burst of 5 to pass and most of the rest limited", pongs, limited)
+	}
+}
+
+func TestConnectionLimit(t *testing.T) {
+	ts := startServer(t, "memory", func(c *myxi.Config) { c.Limits.MaxConnections = 2 })
+	testutil.Dial(t, ts.WS)
+	testutil.Dial(t, ts.WS)
+	conn, resp, err := websocket.DefaultDialer.Dial(ts.WS, nil)
+	if conn != nil {
+		conn.Close()
+	}
+	if resp == nil || resp.StatusCode != http.StatusServiceUnavailable {
+		t.Fatalf("third connection: %v, %v; want HTTP 503", resp, err)
+	}
+}
+
+// A client that answers no ping is dropped after two ping intervals; one
+// that reads (and so answers pings) stays.
+func TestIdleTimeout(t *testing.T) {
+	ts := startServer(t, "memory", func(c *myxi.Config) { c.Limits.PingInterval = 100 * time.Millisecond })
+	mute := testutil.Dial(t, ts.WS) // never reads again: never answers pings
+	_ = mute
+	alive := testutil.Dial(t, ts.WS)
+	readerDone := make(chan struct{})
+	go func() {
+		defer close(readerDone)
+		for {
+			if _, err := alive.NextWithin(5 * time.Second); err != nil {
+				return
+			}
+		}
+	}()
+	testutil.Eventually(t, 5*time.Second, "the mute client to be dropped", func() bool { return ts.Srv.Sessions() == 1 })
+	alive.Send("Ping", nil, nil)
+	time.Sleep(300 * time.Millisecond) // three ping intervals: the point is that nothing happens
+	if n := ts.Srv.Sessions(); n != 1 {
+		t.Fatalf("%d sessions; the reading client must stay", n)
+	}
+	alive.Conn.Close()
+	<-readerDone
+}
+
+// Thousands of random and malformed frames over real connections: the
+// server stays healthy and a well-behaved subscriber loses nothing.
+func TestSoakMalformedFrames(t *testing.T) {
+	ts := startServer(t, "memory", func(c *myxi.Config) { c.Limits.ActionsPerSecond = -1 })
+	good := testutil.Dial(t, ts.WS)
+	good.Subscribe(ts.Exchange, "k")
+
+	valid := []string{
+		`{"action":"Subscribe","tag":1,"payload":{"exchange":"%s","routing_key":"x"}}`,
+		`{"action":"Unsubscribe","payload":{"exchange":"%s"}}`,
+		`{"action":"ListSubscriptions"}`, `{"action":"Ping","tag":[1,2]}`,
+		`{"action":"Subscribe","payload":{"exchange":"%s","routing_keys":[1,null,"k",true]}}`,
+		`{"action":"Authenticate","payload":{"session_token":"alice-token"}}`, `{"action":"Panic"}`,
+	}
+	rng := rand.New(rand.NewPCG(1, 2))
+	mutate := func() []byte {
+		f := []byte(fmt.Sprintf(valid[rng.IntN(len(valid))], ts.Exchange))
+		switch rng.IntN(4) {
+		case 0: // flip bytes
+			for range 1 + rng.IntN(4) {
+				f[rng.IntN(len(f))] = byte(rng.IntN(256))
+			}
+		case 1: // truncate
+			f = f[:rng.IntN(len(f))]
+		case 2: // random bytes
+			f = make([]byte, rng.IntN(200))
+			for i := range f {
+				f[i] = byte(rng.IntN(256))
+			}
+		}
+		return f
+	}
+	const clients, framesEach = 4, 1500
+	var wg sync.WaitGroup
+	for range clients {
+		bad := testutil.Dial(t, ts.WS)
+		frames := make([][]byte, framesEach)
+		for i := range frames {
+			frames[i] = mutate()
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			go func() { // read and discard the replies
+				for {
+					if _, _, err := bad.Conn.ReadMessage(); err != nil {
+						return
+					}
+				}
+			}()
+			for _, f := range frames {
+				if err := bad.Conn.WriteMessage(websocket.TextMessage, f); err != nil {
+					return
+				}
+			}
+		}()
+	}
+	const pushes = 300
+	go func() {
+		for i := range pushes {
+			_ = ts.Srv.Push(context.Background(), ts.Exchange, "k", "Good", map[string]int{"seq": i})
+		}
+	}()
+	for i := range pushes {
+		ev := good.Expect("Good")
+		if got := string(ev.Payload["seq"]); got != fmt.Sprint(i) {
+			t.Fatalf("good client got seq %s, want %d", got, i)
+		}
+	}
+	wg.Wait()
+	if code := readyz(t, ts.HTTP); code != http.StatusOK {
+		t.Fatalf("/readyz = %d after the soak", code)
+	}
+	good.Send("Ping", "after", nil)
+	good.Expect("Pong")
+}
