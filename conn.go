@@ -38,8 +38,9 @@ const maxBatchBytes = 64 << 10
 // shared by every subscriber's queue: it is encoded once and, for clients
 // that get one event per frame, framed once (a PreparedMessage).
 type frame struct {
-	data   []byte
-	shared bool
+	data     []byte
+	shared   bool
+	received time.Time // when a broadcast arrived from the broker
 	once   sync.Once
 	pm     *websocket.PreparedMessage
 }
@@ -302,13 +303,23 @@ func (c *conn) writeBatched(frames []*frame) error {
 		if err := w.Close(); err != nil {
 			return err
 		}
-		c.srv.metrics.delivered.Add(float64(n))
+		for _, f := range frames[:n] {
+			c.observe(f)
+		}
 		frames = frames[n:]
 	}
 	return nil
 }
 
 var newline = []byte{'\n'}
+
+// observe counts a written frame and, for a broadcast, its latency.
+func (c *conn) observe(f *frame) {
+	c.srv.metrics.delivered.Inc()
+	if f.shared {
+		c.srv.metrics.latency.Observe(time.Since(f.received).Seconds())
+	}
+}
 
 // handleFrame decodes one client frame and runs its action.
 func (c *conn) handleFrame(data []byte) {
@@ -399,6 +410,9 @@ func (c *conn) cleanup() {
 	st := c.state
 	st.mu.Lock()
 	st.closed = true
+	if st.authed {
+		c.srv.metrics.authed.Dec()
+	}
 	callbacks := st.onClose
 	st.onClose = nil
 	st.mu.Unlock()

@@ -22,6 +22,8 @@ type metrics struct {
 	pushed        prometheus.Counter
 	pushErrors    prometheus.Counter
 	refused       prometheus.Counter
+	authed        prometheus.Gauge
+	latency       prometheus.Histogram
 }
 
 func newMetrics() *metrics {
@@ -54,18 +56,33 @@ func newMetrics() *metrics {
 			Name: "myxi_push_errors_total", Help: "Pushes through this node that the broker did not take."}),
 		refused: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "myxi_connections_refused_total", Help: "Upgrades refused at the connection limit."}),
+		authed: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "myxi_sessions_authenticated", Help: "Live sessions with an authenticated user."}),
+		latency: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "myxi_delivery_latency_seconds",
+			Help:    "Time from an event's arrival from the broker to its write to a client socket.",
+			Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5},
+		}),
 	}
 }
 
 func (m *metrics) register(s *Server) {
 	m.registry.MustRegister(
 		m.connections, m.subscriptions, m.bindings, m.actions, m.eventsIn, m.fanout, m.delivered,
-		m.dropped, m.slowClients, m.badMessages, m.pushed, m.pushErrors, m.refused,
+		m.dropped, m.slowClients, m.badMessages, m.pushed, m.pushErrors, m.refused, m.authed, m.latency,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "myxi_broker_ready", Help: "1 when the broker is connected."},
 			func() float64 {
 				if s.broker.Ready() {
 					return 1
+				}
+				return 0
+			}),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "myxi_broker_reconnects_total", Help: "Times the broker connection was re-established."},
+			func() float64 {
+				if r, ok := s.broker.(interface{ Connects() uint64 }); ok && r.Connects() > 1 {
+					return float64(r.Connects() - 1)
 				}
 				return 0
 			}),

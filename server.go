@@ -119,7 +119,7 @@ func (s *Server) deliver(m broker.Message) {
 		s.log.Warn("dropping broker message", "exchange", m.Exchange, "routing_key", m.RoutingKey, "err", err, "bytes", len(m.Body))
 		return
 	}
-	f := &frame{data: data, shared: true}
+	f := &frame{data: data, shared: true, received: time.Now()}
 	n := s.hub.Each(m.Exchange, m.RoutingKey, func(c *conn) { _ = c.enqueue(f) })
 	s.metrics.eventsIn.Inc()
 	s.metrics.fanout.Add(float64(n))

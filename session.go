@@ -126,6 +126,9 @@ func (s *Session) Tag() json.RawMessage {
 func (s *Session) SetUser(user any) {
 	st := s.c.state
 	st.mu.Lock()
+	if !st.authed && !st.closed {
+		s.c.srv.metrics.authed.Inc()
+	}
 	st.user, st.authed = user, true
 	st.mu.Unlock()
 }
@@ -134,6 +137,9 @@ func (s *Session) SetUser(user any) {
 func (s *Session) ClearUser() {
 	st := s.c.state
 	st.mu.Lock()
+	if st.authed && !st.closed {
+		s.c.srv.metrics.authed.Dec()
+	}
 	st.user, st.authed = nil, false
 	st.mu.Unlock()
 }
