@@ -188,7 +188,10 @@ func (s *Server) handleUpgrade(c echo.Context) error {
 	if err := cn.sendEvent(protocol.EventWelcome, nil, map[string]string{"id": cn.id}); err != nil {
 		cn.log.Debug("welcome not sent", "err", err)
 	}
-	cn.run()
+	// The session gets goroutines of its own so that the HTTP handler
+	// returns and net/http releases what it held for the handshake (its
+	// buffers and a deep stack): most of an idle connection's memory.
+	go cn.run()
 	return nil
 }
 

@@ -35,7 +35,7 @@ import (
 
 // maxScriptSize is the budget of the minified script: a page pays for it
 // before anything else happens.
-const maxScriptSize = 80 * 1024
+const maxScriptSize = 8 * 1024
 
 type bundle struct {
 	file   string
