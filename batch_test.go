@@ -1,0 +1,104 @@
+package myxi
+
+import (
+	"context"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+)
+
+// writerPair returns a server-side conn (batching or not) wired to a real
+// WebSocket, and the client end.
+func writerPair(t *testing.T, batch bool) (*conn, *websocket.Conn) {
+	t.Helper()
+	srv, err := New(Config{ReauthorizeInterval: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	serverSide := make(chan *websocket.Conn, 1)
+	hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ws, err := srv.upgrader.Upgrade(w, r, nil)
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		serverSide <- ws
+	}))
+	t.Cleanup(hs.Close)
+	client, _, err := websocket.DefaultDialer.Dial("ws"+strings.TrimPrefix(hs.URL, "http"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { client.Close() })
+	ws := <-serverSide
+	t.Cleanup(func() { ws.Close() })
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	return &conn{srv: srv, ws: ws, batch: batch, ctx: ctx, cancel: cancel, log: srv.log}, client
+}
+
+func readFrame(t *testing.T, ws *websocket.Conn) string {
+	t.Helper()
+	_ = ws.SetReadDeadline(time.Now().Add(5 * time.Second))
+	_, data, err := ws.ReadMessage()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(data)
+}
+
+// Events already queued together go out as one newline-separated frame to
+// a client that asked for batches, and one frame each to a 1.x client.
+func TestBatchedFrames(t *testing.T) {
+	events := []*frame{
+		{data: []byte(`{"event":"A","tag":null,"payload":{}}`), shared: true, received: time.Now()},
+		{data: []byte(`{"event":"B","tag":null,"payload":{}}`)},
+		{data: []byte(`{"event":"C","tag":null,"payload":{"s":"x\ny"}}`), shared: true, received: time.Now()},
+	}
+	want := []string{string(events[0].data), string(events[1].data), string(events[2].data)}
+
+	c, client := writerPair(t, true)
+	if err := c.writeFrames(events); err != nil {
+		t.Fatal(err)
+	}
+	if got := readFrame(t, client); got != strings.Join(want, "\n") {
+		t.Fatalf("batched frame = %q", got)
+	}
+
+	c, client = writerPair(t, false)
+	if err := c.writeFrames(events); err != nil {
+		t.Fatal(err)
+	}
+	for _, w := range want {
+		if got := readFrame(t, client); got != w {
+			t.Fatalf("1.x client frame = %q, want %q", got, w)
+		}
+	}
+}
+
+// A batch never grows past maxBatchBytes: more events make more frames.
+func TestBatchSizeCap(t *testing.T) {
+	c, client := writerPair(t, true)
+	big := `{"event":"Big","tag":null,"payload":{"pad":"` + strings.Repeat("x", 20<<10) + `"}}`
+	var frames []*frame
+	for range 8 {
+		frames = append(frames, &frame{data: []byte(big)})
+	}
+	go func() { _ = c.writeFrames(frames) }()
+	total := 0
+	for total < 8 {
+		got := readFrame(t, client)
+		n := strings.Count(got, "\n") + 1
+		if len(got) > maxBatchBytes+len(big) {
+			t.Fatalf("frame of %d bytes", len(got))
+		}
+		total += n
+	}
+	if total != 8 {
+		t.Fatalf("%d events, want 8", total)
+	}
+}

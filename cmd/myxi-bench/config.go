@@ -1,0 +1,260 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"math"
+	"net/url"
+	"os"
+	"sort"
+	"strings"
+	"time"
+)
+
+// config is everything one run needs; it is filled from the flags, with a
+// scenario's values for the flags that were not given.
+type config struct {
+	Scenario string
+
+	URL      string
+	AMQP     string
+	Exchange string
+	Publish  string // "amqp" (what an application does today); "http" is the seam for the coming publish API
+
+	Conns    int
+	Keys     int
+	Rate     float64 // events per second in total, round-robin over the keys
+	Duration time.Duration
+	Batch    bool
+	Confirm  bool
+
+	PayloadBytes int
+
+	ConnectRate      float64 // connections per second; 0 = as fast as DialConcurrency allows
+	DialConcurrency  int     // handshakes (connect + Welcome + Subscribed) in flight at once
+	HandshakeTimeout time.Duration
+	SourceIPs        int // 127.0.0.1 .. 127.0.0.N, round-robin
+	ReadBuffer       int
+
+	PID       int // server pid to sample; 0 = find the process listening on the -url port; -1 = none
+	Spawn     string
+	SpawnWait time.Duration
+	SpawnLog  string
+
+	Settle  time.Duration
+	Drain   time.Duration
+	Timeout time.Duration
+
+	CPUProfile string // the tool's own CPU profile (pprof), for tuning the tool
+	Median     string // summarize the RESULT lines of this file instead of running
+}
+
+// scenario holds the values a -scenario name stands for. Flags given on the
+// command line win over them.
+type scenario struct {
+	desc   string
+	values map[string]string
+}
+
+var scenarios = map[string]scenario{
+	"smoke": {"200 clients over 10 keys, 100 events/s for 5 s (the defaults)", map[string]string{}},
+	"S1": {"broadcast: 10,000 subscribers of one key, 10 events/s for 20 s, batched frames", map[string]string{
+		"conns": "10000", "keys": "1", "rate": "10", "duration": "20s", "batch": "true", "settle": "2s",
+	}},
+	"S1-nobatch": {"broadcast for 1.x clients: 10,000 subscribers of one key, 5 events/s for 20 s, one event per frame", map[string]string{
+		"conns": "10000", "keys": "1", "rate": "5", "duration": "20s", "batch": "false", "settle": "2s",
+	}},
+	"S2": {"spread: 10,000 subscribers over 1,000 keys, 1,000 events/s for 20 s", map[string]string{
+		"conns": "10000", "keys": "1000", "rate": "1000", "duration": "20s", "batch": "true", "settle": "2s",
+	}},
+	"idle": {"idle: 19,500 subscribed connections (over 1,000 keys), RSS after 10 s, no events", map[string]string{
+		"conns": "19500", "keys": "1000", "rate": "0", "duration": "0s", "settle": "10s", "source-ips": "2",
+	}},
+}
+
+func scenarioNames() []string {
+	names := make([]string, 0, len(scenarios))
+	for n := range scenarios {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names
+}
+
+func defaultAMQP() string {
+	if u := os.Getenv("RABBITMQ_URL"); u != "" {
+		return u
+	}
+	return "amqp://guest:guest@127.0.0.1:5672/"
+}
+
+// parseConfig reads the flags. It returns flag.ErrHelp for -h.
+func parseConfig(args []string, stderr io.Writer) (*config, error) {
+	c := &config{}
+	fs := flag.NewFlagSet("myxi-bench", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&c.Scenario, "scenario", "", "shorthand for a scenario of issue 5: "+strings.Join(scenarioNames(), ", ")+" (flags given override it)")
+	fs.StringVar(&c.URL, "url", "ws://127.0.0.1:5005/", "server WebSocket URL (loopback only)")
+	fs.StringVar(&c.AMQP, "amqp", defaultAMQP(), "RabbitMQ URL to publish through (loopback only; default $RABBITMQ_URL)")
+	fs.StringVar(&c.Exchange, "exchange", "bench", "Myxi exchange (= RabbitMQ direct exchange) to subscribe to and publish on")
+	fs.StringVar(&c.Publish, "publish", "amqp", "how events are published: amqp (as an application does); http is reserved for the HTTP publish API")
+	fs.IntVar(&c.Conns, "conns", 200, "number of WebSocket clients")
+	fs.IntVar(&c.Keys, "keys", 10, "routing keys k0..k{C-1}; clients are spread evenly over them (client i takes key i mod C)")
+	fs.Float64Var(&c.Rate, "rate", 100, "events per second published in total, round-robin over the keys (0 = publish nothing)")
+	fs.DurationVar(&c.Duration, "duration", 5*time.Second, "how long to publish")
+	fs.BoolVar(&c.Batch, "batch", false, "clients connect with ?batch=1 (several events per frame, split on \\n)")
+	fs.BoolVar(&c.Confirm, "confirm", false, "use publisher confirms; a nacked event is not expected at the clients and is reported")
+	fs.IntVar(&c.PayloadBytes, "payload-bytes", 0, "pad each published body to at least this many bytes")
+	fs.Float64Var(&c.ConnectRate, "connect-rate", 0, "connections opened per second at most (0 = no limit beyond -dial-concurrency)")
+	fs.IntVar(&c.DialConcurrency, "dial-concurrency", 200, "connect+subscribe handshakes in flight at once")
+	fs.DurationVar(&c.HandshakeTimeout, "handshake-timeout", 20*time.Second, "limit for one client's connect + Welcome + Subscribed")
+	fs.IntVar(&c.SourceIPs, "source-ips", 1, "loopback source addresses 127.0.0.1..127.0.0.N used round-robin (each gives ~28k ports)")
+	fs.IntVar(&c.ReadBuffer, "read-buffer", 1024, "per-connection read buffer size in bytes")
+	fs.IntVar(&c.PID, "pid", 0, "server pid to sample in /proc (0 = the process listening on the -url port, -1 = none)")
+	fs.StringVar(&c.Spawn, "spawn", "", "shell command that starts the server; it gets RABBITMQ_URL=<-amqp> and MYXI_PORT=<-url port>, is sampled and stopped at the end")
+	fs.DurationVar(&c.SpawnWait, "spawn-wait", 2*time.Minute, "how long the spawned server may take to listen (go run compiles first)")
+	fs.StringVar(&c.SpawnLog, "spawn-log", "", "file for the spawned server's output (default: a file in the temp dir)")
+	fs.DurationVar(&c.Settle, "settle", time.Second, "idle time after every client is subscribed, before the RSS sample and publishing")
+	fs.DurationVar(&c.Drain, "drain", 10*time.Second, "how long to wait after the last publish for deliveries still in flight")
+	fs.DurationVar(&c.Timeout, "timeout", 5*time.Minute, "hard cap on the whole run")
+	fs.StringVar(&c.CPUProfile, "cpuprofile", "", "write the tool's own CPU profile (publish phase) to this file")
+	fs.StringVar(&c.Median, "median", "", "do not run: print the medians of the RESULT lines in this file (- for stdin)")
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "usage: go run ./cmd/myxi-bench [flags]\n\nscenarios:\n")
+		for _, n := range scenarioNames() {
+			fmt.Fprintf(fs.Output(), "  %-11s %s\n", n, scenarios[n].desc)
+		}
+		fmt.Fprintf(fs.Output(), "\nflags:\n")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected arguments %q (the -spawn command goes in one quoted argument)", fs.Args())
+	}
+	if c.Scenario != "" {
+		sc, ok := scenarios[c.Scenario]
+		if !ok {
+			return nil, fmt.Errorf("unknown -scenario %q; known: %s", c.Scenario, strings.Join(scenarioNames(), ", "))
+		}
+		given := map[string]bool{}
+		fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
+		for name, v := range sc.values {
+			if given[name] {
+				continue
+			}
+			if err := fs.Set(name, v); err != nil {
+				return nil, fmt.Errorf("scenario %s: %v", c.Scenario, err)
+			}
+		}
+	}
+	if err := c.validate(); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+func (c *config) validate() error {
+	var errs []error
+	bad := func(format string, a ...any) { errs = append(errs, fmt.Errorf(format, a...)) }
+	if c.Conns < 1 {
+		bad("-conns must be at least 1")
+	}
+	if c.Keys < 1 {
+		bad("-keys must be at least 1")
+	}
+	if c.Rate < 0 || math.IsNaN(c.Rate) || math.IsInf(c.Rate, 0) {
+		bad("-rate must be a number >= 0")
+	}
+	if c.Rate > 1e6 {
+		bad("-rate %.0f is beyond what one publisher connection does; at most 1e6", c.Rate)
+	}
+	if c.Duration < 0 || c.Settle < 0 || c.Drain < 0 {
+		bad("-duration, -settle and -drain must not be negative")
+	}
+	if c.Rate > 0 && c.Duration > 0 && c.totalEvents() == 0 {
+		bad("-rate %.3g for %v publishes no event", c.Rate, c.Duration)
+	}
+	if c.totalEvents() > 100_000_000 {
+		bad("-rate × -duration = %d events: too many for one run", c.totalEvents())
+	}
+	if c.ConnectRate < 0 {
+		bad("-connect-rate must be >= 0")
+	}
+	if c.DialConcurrency < 1 {
+		bad("-dial-concurrency must be at least 1")
+	}
+	if c.HandshakeTimeout <= 0 {
+		bad("-handshake-timeout must be positive")
+	}
+	if c.SourceIPs < 1 || c.SourceIPs > 254 {
+		bad("-source-ips must be between 1 and 254")
+	}
+	if c.ReadBuffer < 128 || c.ReadBuffer > 1<<20 {
+		bad("-read-buffer must be between 128 and 1048576")
+	}
+	if c.PayloadBytes < 0 || c.PayloadBytes > 1<<20 {
+		bad("-payload-bytes must be between 0 and 1048576")
+	}
+	if c.PID < -1 {
+		bad("-pid must be a pid, 0 (find the listener) or -1 (none)")
+	}
+	if c.Spawn != "" && c.PID > 0 {
+		bad("give -spawn or -pid, not both")
+	}
+	if c.Timeout <= 0 {
+		bad("-timeout must be positive")
+	}
+	if c.Publish != "amqp" && c.Publish != "http" {
+		bad("-publish must be amqp or http")
+	}
+	if strings.TrimSpace(c.Exchange) == "" {
+		bad("-exchange must not be empty")
+	}
+	if err := checkWSURL(c.URL, c.SourceIPs); err != nil {
+		errs = append(errs, err)
+	}
+	if c.Rate > 0 && c.Publish == "amqp" {
+		if err := checkAMQPURL(c.AMQP); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if need := c.Settle + c.Duration + c.Drain; need >= c.Timeout {
+		bad("-timeout %v leaves no time to connect: settle+duration+drain is already %v", c.Timeout, need)
+	}
+	return errors.Join(errs...)
+}
+
+// totalEvents is the number of events the run publishes.
+func (c *config) totalEvents() int64 {
+	return totalEvents(c.Rate, c.Duration)
+}
+
+// wsURL is the URL the clients dial: -url, with batch=1 added when asked.
+func (c *config) wsURL() string {
+	if !c.Batch {
+		return c.URL
+	}
+	u, err := url.Parse(c.URL)
+	if err != nil { // validated before; keep the input
+		return c.URL
+	}
+	q := u.Query()
+	q.Set("batch", "1")
+	u.RawQuery = q.Encode()
+	return u.String()
+}
+
+// keyName is the routing key of key index i.
+func keyName(i int) string { return fmt.Sprintf("k%d", i) }
+
+// maxPerKey is how many events one key can get at most in this run.
+func maxPerKey(total int64, keys int) int64 {
+	if keys < 1 {
+		return 0
+	}
+	return (total + int64(keys) - 1) / int64(keys)
+}

@@ -1,0 +1,287 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+	amqp "github.com/rabbitmq/amqp091-go"
+)
+
+// End to end: the tool against a small fake Myxi server (gorilla + the real
+// RabbitMQ on loopback), so that the tool is tested without the real server.
+// The fake binds one queue per key as clients subscribe, fans events out,
+// batches for ?batch=1 clients, and can drop events to prove that loss fails
+// the run. Skipped when RabbitMQ is not reachable or with -short.
+
+type fakeServer struct {
+	t        *testing.T
+	exchange string
+	conn     *amqp.Connection
+	ch       *amqp.Channel
+	queue    string
+	dropSeq  int64 // drop events with this seq for one client (-1: none)
+	dropped  atomic.Int64
+	batched  atomic.Int64 // frames that held more than one event
+
+	mu    sync.Mutex // guards subs and the binding channel
+	subs  map[string][]*fakeSession
+	bound map[string]bool
+}
+
+type fakeSession struct {
+	ws    *websocket.Conn
+	batch bool
+	out   chan []byte
+	idx   int
+}
+
+func amqpURLForTest(t *testing.T) string {
+	if testing.Short() {
+		t.Skip("-short: no end-to-end run")
+	}
+	u := defaultAMQP()
+	c, err := amqp.DialConfig(u, amqp.Config{Dial: amqp.DefaultDial(2 * time.Second)})
+	if err != nil {
+		t.Skipf("RabbitMQ not reachable at %s: %v", u, err)
+	}
+	c.Close()
+	return u
+}
+
+func newFakeServer(t *testing.T, amqpURL string, dropSeq int64) (*fakeServer, *httptest.Server) {
+	f := &fakeServer{
+		t:        t,
+		exchange: fmt.Sprintf("myxi-bench-test-%d-%d", os.Getpid(), time.Now().UnixNano()),
+		dropSeq:  dropSeq,
+		subs:     map[string][]*fakeSession{},
+		bound:    map[string]bool{},
+	}
+	var err error
+	if f.conn, err = amqp.Dial(amqpURL); err != nil {
+		t.Fatal(err)
+	}
+	if f.ch, err = f.conn.Channel(); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.ch.ExchangeDeclare(f.exchange, "direct", false, false, false, false, nil); err != nil {
+		t.Fatal(err)
+	}
+	q, err := f.ch.QueueDeclare("", false, true, true, false, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.queue = q.Name
+	deliveries, err := f.ch.Consume(q.Name, "", true, true, false, false, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go f.fanOut(deliveries)
+	var sessions atomic.Int64
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		up := websocket.Upgrader{ReadBufferSize: 512, WriteBufferSize: 1024}
+		ws, err := up.Upgrade(w, r, nil)
+		if err != nil {
+			return
+		}
+		s := &fakeSession{ws: ws, batch: r.URL.Query().Get("batch") == "1", out: make(chan []byte, 4096), idx: int(sessions.Add(1))}
+		go s.writer()
+		s.out <- []byte(`{"event":"Welcome","tag":null,"payload":{"id":"0123456789abcdef"}}`)
+		f.read(s)
+	}))
+	t.Cleanup(func() {
+		srv.Close()
+		ch, err := f.conn.Channel()
+		if err == nil {
+			ch.ExchangeDelete(f.exchange, false, false)
+		}
+		f.conn.Close()
+	})
+	return f, srv
+}
+
+func (f *fakeServer) read(s *fakeSession) {
+	defer close(s.out)
+	for {
+		_, msg, err := s.ws.ReadMessage()
+		if err != nil {
+			return
+		}
+		var a struct {
+			Action  string          `json:"action"`
+			Tag     json.RawMessage `json:"tag"`
+			Payload struct {
+				Exchange   string `json:"exchange"`
+				RoutingKey string `json:"routing_key"`
+			} `json:"payload"`
+		}
+		if json.Unmarshal(msg, &a) != nil || a.Action != "Subscribe" {
+			continue
+		}
+		key := a.Payload.RoutingKey
+		f.mu.Lock()
+		if !f.bound[key] {
+			if err := f.ch.QueueBind(f.queue, key, f.exchange, false, nil); err != nil {
+				f.mu.Unlock()
+				f.t.Errorf("bind: %v", err)
+				return
+			}
+			f.bound[key] = true
+		}
+		f.subs[key] = append(f.subs[key], s)
+		f.mu.Unlock()
+		s.out <- []byte(fmt.Sprintf(`{"event":"Subscribed","tag":%s,"payload":{"exchange":%q,"routing_key":%q}}`, a.Tag, a.Payload.Exchange, key))
+	}
+}
+
+func (f *fakeServer) fanOut(deliveries <-chan amqp.Delivery) {
+	for d := range deliveries {
+		var body map[string]json.RawMessage
+		if json.Unmarshal(d.Body, &body) != nil {
+			continue
+		}
+		body["tag"] = json.RawMessage("null")
+		body["mq"], _ = json.Marshal(map[string]string{"e": d.Exchange, "rk": d.RoutingKey})
+		out, _ := json.Marshal(body)
+		var seq struct {
+			Seq int64 `json:"seq"`
+		}
+		json.Unmarshal(body["payload"], &seq)
+		f.mu.Lock()
+		subs := f.subs[d.RoutingKey]
+		f.mu.Unlock()
+		for _, s := range subs {
+			if seq.Seq == f.dropSeq && s.idx == 1 {
+				f.dropped.Add(1)
+				continue
+			}
+			select {
+			case s.out <- out:
+			default:
+				f.dropped.Add(1) // a full queue drops, as a real server may
+			}
+		}
+	}
+}
+
+// writer sends what is queued; for batch clients, everything pending in one
+// frame, one event per line, after a pause that lets several queue up.
+func (s *fakeSession) writer() {
+	var buf bytes.Buffer
+	for msg := range s.out {
+		buf.Reset()
+		buf.Write(msg)
+		if s.batch {
+			time.Sleep(120 * time.Millisecond)
+		more:
+			for range 64 {
+				select {
+				case m, ok := <-s.out:
+					if !ok {
+						break more
+					}
+					buf.WriteByte('\n')
+					buf.Write(m)
+				default:
+					break more
+				}
+			}
+		}
+		if s.ws.WriteMessage(websocket.TextMessage, buf.Bytes()) != nil {
+			break
+		}
+	}
+	s.ws.Close()
+	for range s.out { // let the reader finish
+	}
+}
+
+func runTool(t *testing.T, args ...string) (int, result, string) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	code := run(args, &out, &errb)
+	var r result
+	for _, line := range strings.Split(out.String(), "\n") {
+		if js, ok := strings.CutPrefix(line, "RESULT "); ok {
+			if err := json.Unmarshal([]byte(js), &r); err != nil {
+				t.Fatalf("RESULT line: %v\n%s", err, js)
+			}
+		}
+	}
+	return code, r, out.String() + errb.String()
+}
+
+func TestEndToEndAgainstFakeServer(t *testing.T) {
+	amqpURL := amqpURLForTest(t)
+	for _, batch := range []bool{false, true} {
+		t.Run(fmt.Sprintf("batch=%v", batch), func(t *testing.T) {
+			f, srv := newFakeServer(t, amqpURL, -1)
+			wsURL := "ws" + strings.TrimPrefix(srv.URL, "http") + "/"
+			args := []string{"-url", wsURL, "-amqp", amqpURL, "-exchange", f.exchange,
+				"-conns", "30", "-keys", "3", "-rate", "60", "-duration", "1s", "-settle", "0s",
+				"-drain", "5s", "-timeout", "60s", "-pid", fmt.Sprint(os.Getpid()), "-confirm",
+				"-payload-bytes", "200", "-source-ips", "2"}
+			if batch {
+				args = append(args, "-batch")
+			}
+			code, r, out := runTool(t, args...)
+			if code != exitPass || !r.Pass {
+				t.Fatalf("exit %d, pass %v:\n%s", code, r.Pass, out)
+			}
+			// 60 events over 3 keys, 10 clients per key
+			if r.Connected != 30 || r.Published != 60 || r.Expected != 600 || r.Received != 600 || r.Lost != 0 {
+				t.Fatalf("counts: connected %d published %d expected %d received %d lost %d\n%s",
+					r.Connected, r.Published, r.Expected, r.Received, r.Lost, out)
+			}
+			if r.LatP99Ms <= 0 || r.LatMaxMs < r.LatP99Ms || r.ServerPID != os.Getpid() || r.RSSBeforeKB <= 0 {
+				t.Fatalf("figures: %+v", r)
+			}
+			if r.Frames < 1 || r.Frames > 600 {
+				t.Fatalf("frames %d for 600 deliveries", r.Frames)
+			}
+			// the fake batches 2-3 events (20/s per key, 120 ms pause)
+			if batch && r.EventsPerFrame < 1.5 {
+				t.Fatalf("%.2f events per frame with batching", r.EventsPerFrame)
+			}
+		})
+	}
+}
+
+func TestEndToEndLossFails(t *testing.T) {
+	amqpURL := amqpURLForTest(t)
+	f, srv := newFakeServer(t, amqpURL, 7) // one client misses event 7
+	wsURL := "ws" + strings.TrimPrefix(srv.URL, "http") + "/"
+	code, r, out := runTool(t, "-url", wsURL, "-amqp", amqpURL, "-exchange", f.exchange,
+		"-conns", "4", "-keys", "1", "-rate", "40", "-duration", "500ms", "-settle", "0s",
+		"-drain", "1s", "-timeout", "60s", "-pid", "-1")
+	if f.dropped.Load() != 1 {
+		t.Fatalf("the fake dropped %d events, want 1\n%s", f.dropped.Load(), out)
+	}
+	if code != exitFail || r.Pass || r.Lost != 1 || r.Expected != 80 || r.Received != 79 {
+		t.Fatalf("exit %d pass %v lost %d expected %d received %d\n%s", code, r.Pass, r.Lost, r.Expected, r.Received, out)
+	}
+	if !strings.Contains(out, "lost 1 of 80 deliveries") {
+		t.Fatalf("report does not name the loss:\n%s", out)
+	}
+}
+
+func TestRefusesMissingExchange(t *testing.T) {
+	amqpURL := amqpURLForTest(t)
+	srv := httptest.NewServer(http.NotFoundHandler())
+	defer srv.Close()
+	wsURL := "ws" + strings.TrimPrefix(srv.URL, "http") + "/"
+	code, _, out := runTool(t, "-url", wsURL, "-amqp", amqpURL, "-exchange", "myxi-bench-no-such-exchange",
+		"-pid", "-1", "-timeout", "60s")
+	if code != exitSetup || !strings.Contains(out, "does not exist") {
+		t.Fatalf("exit %d:\n%s", code, out)
+	}
+}
