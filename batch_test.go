@@ -38,7 +38,20 @@ func writerPair(t *testing.T, batch bool) (*conn, *websocket.Conn) {
 	t.Cleanup(func() { ws.Close() })
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
-	return &conn{srv: srv, ws: ws, batch: batch, ctx: ctx, cancel: cancel, log: srv.log}, client
+	c := &conn{srv: srv, ws: ws, batch: batch, ctx: ctx, cancel: cancel, log: srv.log}
+	c.queue = sendQueue{notify: make(chan struct{}, 1), maxItems: 1024, maxBytes: 1 << 20}
+	return c, client
+}
+
+// writeAll queues frames and flushes them as the writer does when it wakes.
+func writeAll(t *testing.T, c *conn, frames []*frame) error {
+	t.Helper()
+	for _, f := range frames {
+		if !c.queue.push(f) {
+			t.Fatal("queue full")
+		}
+	}
+	return c.flush(&writer{})
 }
 
 func readFrame(t *testing.T, ws *websocket.Conn) string {
@@ -55,14 +68,15 @@ func readFrame(t *testing.T, ws *websocket.Conn) string {
 // a client that asked for batches, and one frame each to a 1.x client.
 func TestBatchedFrames(t *testing.T) {
 	events := []*frame{
-		{data: []byte(`{"event":"A","tag":null,"payload":{}}`), shared: true, received: time.Now()},
-		{data: []byte(`{"event":"B","tag":null,"payload":{}}`)},
-		{data: []byte(`{"event":"C","tag":null,"payload":{"s":"x\ny"}}`), shared: true, received: time.Now()},
+		newFrame([]byte(`{"event":"A","tag":null,"payload":{}}`)),
+		newFrame([]byte(`{"event":"B","tag":null,"payload":{}}`)),
+		newFrame([]byte(`{"event":"C","tag":null,"payload":{"s":"x\ny"}}`)),
 	}
+	events[0].shared, events[0].received = true, time.Now()
 	want := []string{string(events[0].data), string(events[1].data), string(events[2].data)}
 
 	c, client := writerPair(t, true)
-	if err := c.writeFrames(events); err != nil {
+	if err := writeAll(t, c, events); err != nil {
 		t.Fatal(err)
 	}
 	if got := readFrame(t, client); got != strings.Join(want, "\n") {
@@ -70,7 +84,7 @@ func TestBatchedFrames(t *testing.T) {
 	}
 
 	c, client = writerPair(t, false)
-	if err := c.writeFrames(events); err != nil {
+	if err := writeAll(t, c, events); err != nil {
 		t.Fatal(err)
 	}
 	for _, w := range want {
@@ -86,9 +100,9 @@ func TestBatchSizeCap(t *testing.T) {
 	big := `{"event":"Big","tag":null,"payload":{"pad":"` + strings.Repeat("x", 20<<10) + `"}}`
 	var frames []*frame
 	for range 8 {
-		frames = append(frames, &frame{data: []byte(big)})
+		frames = append(frames, newFrame([]byte(big)))
 	}
-	go func() { _ = c.writeFrames(frames) }()
+	go func() { _ = writeAll(t, c, frames) }()
 	total := 0
 	for total < 8 {
 		got := readFrame(t, client)

@@ -74,10 +74,12 @@ func New(cfg Config) (*Server, error) {
 	s.hub = hub.New[*conn](bindCounter{s.broker, s.metrics})
 	s.upgrader = websocket.Upgrader{
 		HandshakeTimeout: cfg.Limits.HandshakeTimeout,
-		ReadBufferSize:   1024,
-		WriteBufferSize:  16 << 10,
-		WriteBufferPool:  &sync.Pool{},
-		CheckOrigin:      newOriginChecker(cfg.AllowedOrigins),
+		// Reads are small actions; writes bypass gorilla's buffers (see
+		// wire.go), which are only used for the handshake.
+		ReadBufferSize:  512,
+		WriteBufferSize: 512,
+		WriteBufferPool: &sync.Pool{},
+		CheckOrigin:     newOriginChecker(cfg.AllowedOrigins),
 		Error: func(w http.ResponseWriter, r *http.Request, status int, reason error) {
 			http.Error(w, http.StatusText(status)+": "+reason.Error(), status)
 		},
@@ -101,6 +103,8 @@ func (s *Server) Start(ctx context.Context) error {
 			s.startErr = fmt.Errorf("myxi: start broker: %w", err)
 			return
 		}
+		s.wg.Add(1)
+		go s.watchdog()
 		if s.cfg.ReauthorizeInterval > 0 {
 			s.wg.Add(1)
 			go s.reauthorizeLoop()
@@ -119,7 +123,8 @@ func (s *Server) deliver(m broker.Message) {
 		s.log.Warn("dropping broker message", "exchange", m.Exchange, "routing_key", m.RoutingKey, "err", err, "bytes", len(m.Body))
 		return
 	}
-	f := &frame{data: data, shared: true, received: time.Now()}
+	f := newFrame(data)
+	f.shared, f.received = true, time.Now()
 	n := s.hub.Each(m.Exchange, m.RoutingKey, func(c *conn) { _ = c.enqueue(f) })
 	s.metrics.eventsIn.Inc()
 	s.metrics.fanout.Add(float64(n))
@@ -285,6 +290,29 @@ func (s *Server) reauthorizeLoop() {
 			ctx, cancel := context.WithTimeout(c.ctx, s.cfg.Limits.ActionTimeout)
 			c.reauthorize(ctx)
 			cancel()
+		}
+	}
+}
+
+// watchdog drops connections whose socket write has been stuck for
+// longer than the WriteTimeout (a client that stopped reading with a full
+// TCP window). One sweep a second replaces a timer reset per write.
+func (s *Server) watchdog() {
+	defer s.wg.Done()
+	timeout := s.cfg.Limits.WriteTimeout
+	ticker := time.NewTicker(min(time.Second, timeout/2))
+	defer ticker.Stop()
+	for {
+		select {
+		case <-s.ctx.Done():
+			return
+		case now := <-ticker.C:
+			for _, c := range s.snapshot() {
+				if since := c.stuckSince(); since != 0 && now.Sub(time.Unix(0, since)) > timeout {
+					c.log.Warn("write stuck, dropping the connection", "write_timeout", timeout)
+					c.abort()
+				}
+			}
 		}
 	}
 }

@@ -1,0 +1,340 @@
+package myxi
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"io"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gorilla/websocket"
+)
+
+// Close codes (PROTOCOL.md).
+const (
+	closeNormal    = websocket.CloseNormalClosure   // 1000
+	closeGoingAway = websocket.CloseGoingAway       // 1001: draining
+	closePolicy    = websocket.ClosePolicyViolation // 1008: too slow
+	closeTooBig    = websocket.CloseMessageTooBig   // 1009
+)
+
+// closeGrace is how long a closing connection waits for the client's
+// close frame before dropping the TCP connection.
+const closeGrace = time.Second
+
+// maxBatchBytes caps one batched frame, so one slow drain does not build a
+// huge frame.
+const maxBatchBytes = 64 << 10
+
+// WebSocket frame opcodes with the FIN bit set (RFC 6455 section 5.2).
+const (
+	finText  = 0x81
+	finClose = 0x88
+	finPing  = 0x89
+	finPong  = 0x8a
+)
+
+var errFrameTooLarge = errors.New("frame over the size limit")
+
+// appendHeader appends the header of an unmasked server frame carrying n
+// payload bytes.
+func appendHeader(dst []byte, opcode byte, n int) []byte {
+	dst = append(dst, opcode)
+	switch {
+	case n <= 125:
+		return append(dst, byte(n))
+	case n <= 0xffff:
+		return binary.BigEndian.AppendUint16(append(dst, 126), uint16(n))
+	default:
+		return binary.BigEndian.AppendUint64(append(dst, 127), uint64(n))
+	}
+}
+
+// frame is one encoded event waiting to be written. A broadcast frame is
+// shared by every subscriber's queue: it is encoded and framed once.
+type frame struct {
+	wire     []byte // the whole WebSocket frame: header, then data
+	data     []byte // the event alone (a suffix of wire)
+	shared   bool
+	received time.Time // when a broadcast arrived from the broker
+}
+
+func newFrame(data []byte) *frame {
+	wire := appendHeader(make([]byte, 0, len(data)+10), finText, len(data))
+	wire = append(wire, data...)
+	return &frame{wire: wire, data: wire[len(wire)-len(data):]}
+}
+
+// sendQueue is a connection's bounded outgoing queue. It grows only as
+// far as the client lags, so an idle connection holds almost nothing.
+type sendQueue struct {
+	mu       sync.Mutex
+	items    []*frame
+	bytes    int64
+	notify   chan struct{} // capacity 1: "something to do"
+	maxItems int
+	maxBytes int64
+}
+
+// push queues f, or reports false when the queue is over its limits.
+func (q *sendQueue) push(f *frame) bool {
+	q.mu.Lock()
+	if len(q.items) >= q.maxItems || q.bytes+int64(len(f.data)) > q.maxBytes {
+		q.mu.Unlock()
+		return false
+	}
+	q.items = append(q.items, f)
+	q.bytes += int64(len(f.data))
+	q.mu.Unlock()
+	q.wake()
+	return true
+}
+
+func (q *sendQueue) wake() {
+	select {
+	case q.notify <- struct{}{}:
+	default:
+	}
+}
+
+// takeAll moves every queued frame out and returns them; the queue keeps
+// spare's backing array for new pushes.
+func (q *sendQueue) takeAll(spare []*frame) []*frame {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	taken := q.items
+	q.items = spare[:0]
+	q.bytes = 0
+	return taken
+}
+
+// writer is the state only the writer goroutine touches.
+type writer struct {
+	spare   []*frame
+	iov     net.Buffers
+	scratch []byte // headers of batched and control frames
+}
+
+// run serves the connection until it ends: it starts the writer, reads in
+// this goroutine, then cleans up.
+func (c *conn) run() {
+	writerDone := make(chan struct{})
+	go func() {
+		defer close(writerDone)
+		c.writeLoop()
+	}()
+	err := c.readLoop()
+	c.closeWith(closeNormal, "") // no-op when a close is already under way
+	<-writerDone
+	_ = c.ws.NetConn().Close()
+	c.cleanup()
+	c.log.Debug("session ended", "err", err, "close_code", c.closeCode)
+}
+
+// readLoop reads frames and runs their actions, in order. Every socket
+// write, pongs and the close reply included, is left to the writer: the
+// handlers below only record what to send.
+func (c *conn) readLoop() error {
+	l := c.srv.cfg.Limits
+	idle := 2 * l.PingInterval
+	extend := func() { _ = c.ws.SetReadDeadline(time.Now().Add(idle)) }
+	extend()
+	c.ws.SetPongHandler(func(string) error { extend(); return nil })
+	c.ws.SetPingHandler(func(data string) error {
+		extend()
+		c.pong.Store(&data)
+		c.queue.wake()
+		return nil
+	})
+	c.ws.SetCloseHandler(func(code int, _ string) error {
+		if code == websocket.CloseNoStatusReceived {
+			code = closeNormal
+		}
+		c.closeWith(code, "")
+		return nil
+	})
+	var buf bytes.Buffer
+	for {
+		_, r, err := c.ws.NextReader()
+		if err != nil {
+			return err
+		}
+		buf.Reset()
+		if n, err := buf.ReadFrom(io.LimitReader(r, l.MaxFrameBytes+1)); err != nil {
+			return err
+		} else if n > l.MaxFrameBytes {
+			c.closeWith(closeTooBig, "frame too large")
+			return errFrameTooLarge
+		}
+		extend()
+		c.handleFrame(buf.Bytes())
+		if buf.Cap() > 64<<10 {
+			buf = bytes.Buffer{} // do not keep a large frame's buffer for an idle session
+		}
+	}
+}
+
+// writeLoop is the only writer of the socket: queued events, pings, pongs
+// and finally the close frame. It sets no write deadline per write (a
+// timer reset per event is measurable at fan-out rates); the server's
+// watchdog drops a connection whose write has been stuck for WriteTimeout.
+func (c *conn) writeLoop() {
+	var w writer
+	ping := time.NewTicker(c.srv.cfg.Limits.PingInterval)
+	defer ping.Stop()
+	for {
+		select {
+		case <-c.queue.notify:
+			if err := c.flush(&w); err != nil {
+				c.log.Debug("write failed", "err", err)
+				c.abort()
+				return
+			}
+		case <-ping.C:
+			w.scratch = appendHeader(w.scratch[:0], finPing, 0)
+			if err := c.writeRaw(w.scratch); err != nil {
+				c.log.Debug("ping failed", "err", err)
+				c.abort()
+				return
+			}
+		case <-c.ctx.Done():
+			c.finish(&w)
+			return
+		}
+	}
+}
+
+// flush writes a pending pong and every queued event, in one system call
+// where possible.
+func (c *conn) flush(w *writer) error {
+	iov := w.iov[:0]
+	scratch := w.scratch[:0]
+	if p := c.pong.Swap(nil); p != nil {
+		data := (*p)[:min(len(*p), 125)]
+		scratch = append(appendHeader(scratch, finPong, len(data)), data...)
+		iov = append(iov, scratch)
+	}
+	frames := c.queue.takeAll(w.spare)
+	if c.batch && len(frames) > 1 {
+		// Each batch header goes in scratch after the pong (if any); the
+		// slices into scratch stay valid because its capacity is
+		// reserved up front.
+		scratch = growCap(scratch, 10*(1+len(frames)))
+		for rest := frames; len(rest) > 0; {
+			n, size := 0, 0
+			for n < len(rest) && (n == 0 || size+1+len(rest[n].data) <= maxBatchBytes) {
+				if n > 0 {
+					size++
+				}
+				size += len(rest[n].data)
+				n++
+			}
+			start := len(scratch)
+			scratch = appendHeader(scratch, finText, size)
+			iov = append(iov, scratch[start:])
+			for i, f := range rest[:n] {
+				if i > 0 {
+					iov = append(iov, newline)
+				}
+				iov = append(iov, f.data)
+			}
+			rest = rest[n:]
+		}
+	} else {
+		for _, f := range frames {
+			iov = append(iov, f.wire)
+		}
+	}
+	var err error
+	switch len(iov) {
+	case 0:
+	case 1: // the common case at fan-out: write(2) rather than writev(2)
+		err = c.writeRaw(iov[0])
+	default:
+		c.writeStarted.Store(time.Now().UnixNano())
+		vec := iov
+		_, err = vec.WriteTo(c.ws.NetConn())
+		c.writeStarted.Store(0)
+	}
+	if err == nil {
+		for _, f := range frames {
+			c.observe(f)
+		}
+	}
+	clear(iov)
+	w.iov = iov[:0]
+	w.scratch = scratch[:0]
+	clear(frames)
+	w.spare = frames[:0]
+	return err
+}
+
+func growCap(b []byte, n int) []byte {
+	if cap(b)-len(b) >= n {
+		return b
+	}
+	grown := make([]byte, len(b), len(b)+n)
+	copy(grown, b)
+	return grown
+}
+
+var newline = []byte{'\n'}
+
+// writeRaw writes one prepared control frame.
+func (c *conn) writeRaw(b []byte) error {
+	c.writeStarted.Store(time.Now().UnixNano())
+	_, err := c.ws.NetConn().Write(b)
+	c.writeStarted.Store(0)
+	return err
+}
+
+// observe counts a written frame and, for a broadcast, its latency.
+func (c *conn) observe(f *frame) {
+	c.srv.metrics.delivered.Inc()
+	if f.shared {
+		c.srv.metrics.latency.Observe(time.Since(f.received).Seconds())
+	}
+}
+
+// stuckSince reports when the current write began, or 0 when none is in
+// progress.
+func (c *conn) stuckSince() int64 { return c.writeStarted.Load() }
+
+// abort drops a connection whose socket failed: no close frame can be
+// written, and closing the socket ends the reader's blocked read.
+func (c *conn) abort() {
+	c.closeWith(websocket.CloseAbnormalClosure, "")
+	_ = c.ws.NetConn().Close()
+}
+
+// finish flushes what is queued (unless the client is the slow one) and
+// sends the close frame, then gives the client a moment to answer.
+func (c *conn) finish(w *writer) {
+	netConn := c.ws.NetConn()
+	_ = netConn.SetWriteDeadline(time.Now().Add(closeGrace))
+	if !c.slow.Load() {
+		if err := c.flush(w); err != nil {
+			_ = netConn.Close()
+			return
+		}
+	}
+	payload := websocket.FormatCloseMessage(c.closeCode, c.closeReason)
+	if c.closeCode == websocket.CloseAbnormalClosure {
+		payload = nil // 1006 never goes on the wire
+	}
+	if len(payload) > 125 {
+		payload = payload[:125]
+	}
+	msg := append(appendHeader(nil, finClose, len(payload)), payload...)
+	if _, err := netConn.Write(msg); err != nil {
+		_ = netConn.Close() // nothing to wait for
+		return
+	}
+	_ = c.ws.SetReadDeadline(time.Now().Add(closeGrace))
+}
+
+// pongSlot holds the payload of a ping the writer has yet to answer.
+type pongSlot = atomic.Pointer[string]
