@@ -39,7 +39,7 @@ func writerPair(t *testing.T, batch bool) (*conn, *websocket.Conn) {
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
 	c := &conn{srv: srv, ws: ws, batch: batch, ctx: ctx, cancel: cancel, log: srv.log}
-	c.queue = sendQueue{notify: make(chan struct{}, 1), maxItems: 1024, maxBytes: 1 << 20}
+	c.queue = sendQueue{maxItems: 1024, maxBytes: 1 << 20}
 	return c, client
 }
 

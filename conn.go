@@ -33,8 +33,14 @@ type conn struct {
 	cancel context.CancelFunc
 	queue  sendQueue
 
-	pong         pongSlot     // a ping's payload the writer must answer
-	writeStarted atomic.Int64 // unix nanos of the write in progress, 0 when none
+	pong         pongSlot    // a ping's payload the writer must answer
+	pingDue      atomic.Bool // the keepalive timer asks for a ping
+	pingMu       sync.Mutex
+	pingTimer    *time.Timer   // guarded by pingMu
+	writing      atomic.Bool   // a writer goroutine is running
+	w            writer        // the running writer's state
+	finished     chan struct{} // closed once the close frame is sent
+	writeStarted atomic.Int64  // unix nanos of the write in progress, 0 when none
 
 	closeOnce   sync.Once
 	closeCode   int // set once, before cancel
@@ -57,6 +63,7 @@ func (c *conn) closeWith(code int, reason string) {
 	c.closeOnce.Do(func() {
 		c.closeCode, c.closeReason = code, reason
 		c.cancel()
+		c.kick() // the writer sends the close frame
 	})
 }
 
@@ -75,6 +82,7 @@ func (c *conn) enqueue(f *frame) error {
 		c.srv.metrics.dropped.Inc()
 		return ErrSlowClient
 	}
+	c.kick()
 	return nil
 }
 

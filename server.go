@@ -216,8 +216,8 @@ func (s *Server) newConn(ws *websocket.Conn, r *http.Request) *conn {
 			header:   r.Header.Clone(),
 		},
 	}
+	cn.finished = make(chan struct{})
 	cn.queue = sendQueue{
-		notify:   make(chan struct{}, 1),
 		maxItems: s.cfg.Limits.SendQueueMessages,
 		maxBytes: s.cfg.Limits.SendQueueBytes,
 	}

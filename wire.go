@@ -74,7 +74,6 @@ type sendQueue struct {
 	mu       sync.Mutex
 	items    []*frame
 	bytes    int64
-	notify   chan struct{} // capacity 1: "something to do"
 	maxItems int
 	maxBytes int64
 }
@@ -89,15 +88,7 @@ func (q *sendQueue) push(f *frame) bool {
 	q.items = append(q.items, f)
 	q.bytes += int64(len(f.data))
 	q.mu.Unlock()
-	q.wake()
 	return true
-}
-
-func (q *sendQueue) wake() {
-	select {
-	case q.notify <- struct{}{}:
-	default:
-	}
 }
 
 // takeAll moves every queued frame out and returns them; the queue keeps
@@ -118,20 +109,34 @@ type writer struct {
 	scratch []byte // headers of batched and control frames
 }
 
-// run serves the connection until it ends: it starts the writer, reads in
-// this goroutine, then cleans up.
+// run serves the connection until it ends: it reads in this goroutine
+// (the session's reader) while writers come and go (see kick), then
+// cleans up.
 func (c *conn) run() {
-	writerDone := make(chan struct{})
-	go func() {
-		defer close(writerDone)
-		c.writeLoop()
-	}()
+	c.pingMu.Lock()
+	c.pingTimer = time.AfterFunc(c.srv.cfg.Limits.PingInterval, c.pingTick)
+	c.pingMu.Unlock()
 	err := c.readLoop()
 	c.closeWith(closeNormal, "") // no-op when a close is already under way
-	<-writerDone
+	<-c.finished
+	c.pingMu.Lock()
+	c.pingTimer.Stop()
+	c.pingMu.Unlock()
 	_ = c.ws.NetConn().Close()
 	c.cleanup()
 	c.log.Debug("session ended", "err", err, "close_code", c.closeCode)
+}
+
+// pingTick runs on the keepalive timer: it asks the writer for a ping and
+// arms the timer again.
+func (c *conn) pingTick() {
+	c.pingDue.Store(true)
+	c.kick()
+	c.pingMu.Lock()
+	if c.ctx.Err() == nil {
+		c.pingTimer.Reset(c.srv.cfg.Limits.PingInterval)
+	}
+	c.pingMu.Unlock()
 }
 
 // readLoop reads frames and runs their actions, in order. Every socket
@@ -146,7 +151,7 @@ func (c *conn) readLoop() error {
 	c.ws.SetPingHandler(func(data string) error {
 		extend()
 		c.pong.Store(&data)
-		c.queue.wake()
+		c.kick()
 		return nil
 	})
 	c.ws.SetCloseHandler(func(code int, _ string) error {
@@ -177,34 +182,51 @@ func (c *conn) readLoop() error {
 	}
 }
 
-// writeLoop is the only writer of the socket: queued events, pings, pongs
-// and finally the close frame. It sets no write deadline per write (a
-// timer reset per event is measurable at fan-out rates); the server's
-// watchdog drops a connection whose write has been stuck for WriteTimeout.
+// kick makes sure a writer is running to send what is pending. There is
+// at most one writer per connection at any time, and none while the
+// connection is idle: an idle session costs no writer goroutine (its
+// stack was a third of an idle session's memory).
+func (c *conn) kick() {
+	if c.writing.CompareAndSwap(false, true) {
+		go c.writeLoop()
+	}
+}
+
+// writeLoop is the connection's writer, the only goroutine writing to the
+// socket: queued events, pings, pongs and finally the close frame. It
+// runs while there is something to write and then exits. It sets no
+// write deadline per write (a timer reset per event is measurable at
+// fan-out rates); the server's watchdog drops a connection whose write
+// has been stuck for WriteTimeout.
 func (c *conn) writeLoop() {
-	var w writer
-	ping := time.NewTicker(c.srv.cfg.Limits.PingInterval)
-	defer ping.Stop()
 	for {
-		select {
-		case <-c.queue.notify:
-			if err := c.flush(&w); err != nil {
-				c.log.Debug("write failed", "err", err)
-				c.abort()
-				return
-			}
-		case <-ping.C:
-			w.scratch = appendHeader(w.scratch[:0], finPing, 0)
-			if err := c.writeRaw(w.scratch); err != nil {
-				c.log.Debug("ping failed", "err", err)
-				c.abort()
-				return
-			}
-		case <-c.ctx.Done():
-			c.finish(&w)
+		if c.ctx.Err() != nil {
+			c.finish(&c.w)
+			close(c.finished) // writing stays true: no writer starts again
+			return
+		}
+		if err := c.flush(&c.w); err != nil {
+			c.log.Debug("write failed", "err", err)
+			c.abort()
+			continue // to finish
+		}
+		c.writing.Store(false)
+		// Work that arrived after flush looked, whose kick saw this
+		// writer still running, is this writer's to do, unless another
+		// writer has already started for it.
+		if !c.hasWork() || !c.writing.CompareAndSwap(false, true) {
 			return
 		}
 	}
+}
+
+func (c *conn) hasWork() bool {
+	if c.ctx.Err() != nil || c.pingDue.Load() || c.pong.Load() != nil {
+		return true
+	}
+	c.queue.mu.Lock()
+	defer c.queue.mu.Unlock()
+	return len(c.queue.items) > 0
 }
 
 // flush writes a pending pong and every queued event, in one system call
@@ -212,10 +234,16 @@ func (c *conn) writeLoop() {
 func (c *conn) flush(w *writer) error {
 	iov := w.iov[:0]
 	scratch := w.scratch[:0]
-	if p := c.pong.Swap(nil); p != nil {
-		data := (*p)[:min(len(*p), 125)]
-		scratch = append(appendHeader(scratch, finPong, len(data)), data...)
+	if c.pingDue.Swap(false) {
+		scratch = appendHeader(scratch, finPing, 0)
 		iov = append(iov, scratch)
+	}
+	if p := c.pong.Swap(nil); p != nil {
+		start := len(scratch)
+		data := (*p)[:min(len(*p), 125)]
+		scratch = growCap(scratch, 2+len(data))
+		scratch = append(appendHeader(scratch, finPong, len(data)), data...)
+		iov = append(iov, scratch[start:])
 	}
 	frames := c.queue.takeAll(w.spare)
 	if c.batch && len(frames) > 1 {
