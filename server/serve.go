@@ -1,0 +1,201 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/myxi/myxi/internal/config"
+)
+
+// serve runs the server until SIGINT or SIGTERM (or ctx ends), then
+// drains it.
+func (c *cli) serve(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("myxi", flag.ContinueOnError)
+	fs.SetOutput(c.stderr)
+	fs.Usage = func() { c.serveUsage(fs) }
+	var (
+		configPath = fs.String("config", c.getenv(config.EnvConfig), "TOML configuration file (see server/myxi.example.toml) [MYXI_CONFIG]")
+		_          = fs.String("port", "", "listen port; 0: any free port [MYXI_PORT, MIXI_PORT, PORT] (default 5005)")
+		_          = fs.String("bind", "", "bind address [MYXI_BIND_ADDRESS] (default all interfaces)")
+		_          = fs.String("exchanges", "", "comma-separated exchanges open to every client, added to the file's [MYXI_EXCHANGES]")
+		_          = fs.String("rabbitmq", "", "RabbitMQ URL(s), comma-separated; empty: the embedded broker [RABBITMQ_URL]")
+		_          = fs.String("allowed-origins", "", "comma-separated extra browser origins, '*' wildcards [MYXI_ALLOWED_ORIGINS]")
+		_          = fs.Duration("drain", 0, "spread closing sessions over this period on shutdown [MYXI_DRAIN_PERIOD] (default 5s)")
+		_          = fs.Duration("reauthorize", 0, "re-check subscriptions this often; negative: never (default 60s)")
+		_          = fs.String("log-level", "", "debug, info, warn or error [MYXI_LOG_LEVEL] (default info)")
+		_          = fs.Bool("log-json", false, "log JSON lines instead of text [MYXI_LOG_FORMAT=json]")
+		_          = fs.Int("max-connections", 0, "refuse connections beyond this many (0: no limit)")
+		_          = fs.Int("max-subscriptions", 0, "subscriptions per session (default 1000)")
+		_          = fs.Int64("max-frame-bytes", 0, "largest client frame (default 65536)")
+		_          = fs.Float64("actions-per-second", 0, "actions per second per session; negative: unlimited (default 50)")
+	)
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected argument %q (the commands are serve and push; see -h)", fs.Arg(0))
+	}
+
+	cfg, err := config.Load(*configPath)
+	if err != nil {
+		return configError(err, *configPath)
+	}
+	if err := cfg.ApplyEnv(c.getenv); err != nil {
+		return configError(err, *configPath)
+	}
+	if err := applyFlags(cfg, fs); err != nil {
+		return configError(err, *configPath)
+	}
+	if err := cfg.Validate(); err != nil {
+		return configError(err, *configPath)
+	}
+
+	logger := newLogger(cfg.Log, c.stderr)
+	a, err := build(cfg, logger)
+	if err != nil {
+		return configError(err, *configPath)
+	}
+	raiseOpenFileLimit(logger)
+	ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	started := time.Now()
+	if err := a.serve(ctx, c.onListen); err != nil {
+		return err
+	}
+	logger.Info("stopped", "uptime", time.Since(started).Round(time.Second))
+	return nil
+}
+
+// applyFlags overrides the configuration with the flags given on the
+// command line (only those: a flag left out keeps the file's or the
+// environment's value).
+func applyFlags(cfg *config.Config, fs *flag.FlagSet) error {
+	var errs []error
+	fs.Visit(func(f *flag.Flag) {
+		value := f.Value.String()
+		name := "-" + f.Name
+		set := func(key string) { cfg.Set(key, name) }
+		switch f.Name {
+		case "port":
+			port, err := config.ParsePort(value)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("%s %q: %w", name, value, err))
+				return
+			}
+			cfg.Server.Port = port
+			set("server.port")
+		case "bind":
+			cfg.Server.Bind = value
+			set("server.bind")
+		case "exchanges":
+			// Replaces MYXI_EXCHANGES, the only other source of these.
+			cfg.PublicExchanges = config.SplitList(value)
+		case "rabbitmq":
+			cfg.Broker.RabbitMQURLs = config.SplitList(value)
+			set("broker.rabbitmq_urls")
+		case "allowed-origins":
+			cfg.Server.AllowedOrigins = config.SplitList(value)
+			set("server.allowed_origins")
+		case "drain":
+			cfg.Server.DrainPeriod = f.Value.(flag.Getter).Get().(time.Duration)
+			set("server.drain_period")
+		case "reauthorize":
+			cfg.Server.ReauthorizeInterval = f.Value.(flag.Getter).Get().(time.Duration)
+			set("server.reauthorize_interval")
+		case "log-level":
+			cfg.Log.Level = value
+			set("log.level")
+		case "log-json":
+			if b, _ := strconv.ParseBool(value); b {
+				cfg.Log.Format = "json"
+			} else {
+				cfg.Log.Format = "text"
+			}
+			set("log.format")
+		case "max-connections":
+			cfg.Limits.MaxConnections = f.Value.(flag.Getter).Get().(int)
+			set("limits.max_connections")
+		case "max-subscriptions":
+			cfg.Limits.MaxSubscriptions = f.Value.(flag.Getter).Get().(int)
+			set("limits.max_subscriptions")
+		case "max-frame-bytes":
+			cfg.Limits.MaxFrameBytes = f.Value.(flag.Getter).Get().(int64)
+			set("limits.max_frame_bytes")
+		case "actions-per-second":
+			cfg.Limits.ActionsPerSecond = f.Value.(flag.Getter).Get().(float64)
+			set("limits.actions_per_second")
+		}
+	})
+	return errors.Join(errs...)
+}
+
+// configError presents configuration problems one per line.
+func configError(err error, path string) error {
+	where := "invalid configuration"
+	if path != "" {
+		where += " (" + path + ")"
+	}
+	lines := strings.Split(err.Error(), "\n")
+	return fmt.Errorf("%s:\n  %s", where, strings.Join(lines, "\n  "))
+}
+
+func newLogger(l config.Log, w io.Writer) *slog.Logger {
+	var level slog.Level
+	_ = level.UnmarshalText([]byte(l.Level)) // validated
+	opts := &slog.HandlerOptions{Level: level}
+	if strings.EqualFold(l.Format, "json") {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+func (c *cli) serveUsage(fs *flag.FlagSet) {
+	w := c.stderr
+	fmt.Fprint(w, `Usage:
+  myxi [serve] [flags]                                   run a Myxi WebSocket server
+  myxi push [flags] EXCHANGE ROUTING_KEY EVENT [PAYLOAD]  push an event (see: myxi push -h)
+
+Runs a Myxi WebSocket server (the myxi 1.x protocol) for applications in
+any language. Configuration, lowest precedence first: built-in defaults, the
+TOML file (-config; every key is documented in server/myxi.example.toml),
+environment variables, flags. An invalid configuration stops the server at
+start, naming each key and its problem.
+
+Flags (each overrides the variable in brackets):
+`)
+	fs.PrintDefaults()
+	fmt.Fprint(w, "\nEnvironment variables (they override the file's key in brackets):\n")
+	fmt.Fprintf(w, "  %s\n      %s\n", config.EnvConfig, "the configuration file, as -config")
+	for _, v := range config.EnvVars {
+		fmt.Fprintf(w, "  %s\n      %s [%s]\n", v.Name, v.Help, v.Key)
+	}
+	fmt.Fprint(w, `
+HTTP endpoints (one port):
+  GET / and /ws (WebSocket upgrade)   the Myxi socket; a plain GET / is a status page
+  GET /myxi.js, /myxi.mjs             the JavaScript client
+  GET /healthz, /readyz, /metrics     liveness, readiness, Prometheus metrics
+  POST /api/publish                   {"exchange", "routing_key", "event", "payload"}
+  POST /api/publish/batch             {"events": [{...}, ...]}
+      The publish API answers only with an API key configured (MYXI_API_KEY or
+      api.keys; else 404), sent as "Authorization: Bearer <key>" (401 when
+      missing or wrong); it answers 200 {"published": n} once the broker took
+      the events.
+
+Authentication (the Authenticate action), when configured:
+  JWT (MYXI_JWT_SECRET, or [auth.jwt]): {"token": "<jwt>"} -> Authenticated
+      {"username": <sub>}, or Error InvalidToken / TokenExpired.
+  Webhook ([auth.webhook]): the application's URL decides.
+
+SIGTERM or SIGINT stops accepting connections, closes the sessions with code
+1001 over the drain period, and exits 0. Docs: docs/any-language.md.
+`)
+}
