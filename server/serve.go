@@ -7,6 +7,9 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
+	"net/http"
+	"net/http/pprof"
 	"os/signal"
 	"strconv"
 	"strings"
@@ -37,6 +40,7 @@ func (c *cli) serve(ctx context.Context, args []string) error {
 		_          = fs.Int("max-subscriptions", 0, "subscriptions per session (default 1000)")
 		_          = fs.Int64("max-frame-bytes", 0, "largest client frame (default 65536)")
 		_          = fs.Float64("actions-per-second", 0, "actions per second per session; negative: unlimited (default 50)")
+		pprofAddr  = fs.String("pprof", "", "serve Go profiles (net/http/pprof) on this address, e.g. 127.0.0.1:6060; keep it private")
 	)
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -67,6 +71,11 @@ func (c *cli) serve(ctx context.Context, args []string) error {
 	raiseOpenFileLimit(logger)
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
+	if *pprofAddr != "" {
+		if err := servePprof(ctx, *pprofAddr, logger); err != nil {
+			return err
+		}
+	}
 	started := time.Now()
 	if err := a.serve(ctx, c.onListen); err != nil {
 		return err
@@ -198,4 +207,27 @@ Authentication (the Authenticate action), when configured:
 SIGTERM or SIGINT stops accepting connections, closes the sessions with code
 1001 over the drain period, and exits 0. Docs: docs/any-language.md.
 `)
+}
+
+// servePprof serves the Go runtime's profiles until ctx ends, for
+// profiling under the load tool (go tool pprof http://ADDR/debug/pprof/profile).
+func servePprof(ctx context.Context, addr string, logger *slog.Logger) error {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("-pprof %s: %w", addr, err)
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go func() { _ = hs.Serve(ln) }()
+	go func() {
+		<-ctx.Done()
+		_ = hs.Close()
+	}()
+	logger.Info("serving Go profiles", "addr", ln.Addr().String())
+	return nil
 }
