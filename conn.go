@@ -42,6 +42,7 @@ type conn struct {
 	finished     chan struct{} // closed once the close frame is sent
 	writeStarted atomic.Int64  // unix nanos of the write in progress, 0 when none
 
+	closing     atomic.Bool // set by closeWith; cheaper to check than ctx.Err on the hot path
 	closeOnce   sync.Once
 	closeCode   int // set once, before cancel
 	closeReason string
@@ -62,6 +63,7 @@ func (c *conn) session(tag json.RawMessage) *Session { return &Session{c: c, tag
 func (c *conn) closeWith(code int, reason string) {
 	c.closeOnce.Do(func() {
 		c.closeCode, c.closeReason = code, reason
+		c.closing.Store(true)
 		c.cancel()
 		c.kick() // the writer sends the close frame
 	})
@@ -70,7 +72,7 @@ func (c *conn) closeWith(code int, reason string) {
 // enqueue queues f for the writer. A client whose queue is full is too
 // slow: it is disconnected with 1008 rather than slowing anyone else.
 func (c *conn) enqueue(f *frame) error {
-	if c.ctx.Err() != nil {
+	if c.closing.Load() {
 		return ErrSessionClosed
 	}
 	if !c.queue.push(f) {

@@ -221,6 +221,8 @@ func (s *Server) newConn(ws *websocket.Conn, r *http.Request) *conn {
 		maxItems: s.cfg.Limits.SendQueueMessages,
 		maxBytes: s.cfg.Limits.SendQueueBytes,
 	}
+	// A session ends through closeWith, also when the whole server stops.
+	context.AfterFunc(ctx, func() { cn.closeWith(closeGoingAway, "server shutting down") })
 	if l := s.cfg.Limits; l.ActionsPerSecond > 0 {
 		cn.limiter = rate.NewLimiter(rate.Limit(l.ActionsPerSecond), l.ActionBurst)
 	}

@@ -133,7 +133,7 @@ func (c *conn) pingTick() {
 	c.pingDue.Store(true)
 	c.kick()
 	c.pingMu.Lock()
-	if c.ctx.Err() == nil {
+	if !c.closing.Load() {
 		c.pingTimer.Reset(c.srv.cfg.Limits.PingInterval)
 	}
 	c.pingMu.Unlock()
@@ -200,7 +200,7 @@ func (c *conn) kick() {
 // has been stuck for WriteTimeout.
 func (c *conn) writeLoop() {
 	for {
-		if c.ctx.Err() != nil {
+		if c.closing.Load() {
 			c.finish(&c.w)
 			close(c.finished) // writing stays true: no writer starts again
 			return
@@ -221,7 +221,7 @@ func (c *conn) writeLoop() {
 }
 
 func (c *conn) hasWork() bool {
-	if c.ctx.Err() != nil || c.pingDue.Load() || c.pong.Load() != nil {
+	if c.closing.Load() || c.pingDue.Load() || c.pong.Load() != nil {
 		return true
 	}
 	c.queue.mu.Lock()
