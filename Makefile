@@ -31,11 +31,12 @@ fuzz: ## each fuzz target for a short, bounded time
 		$(GO) test -run '^$$' -fuzz "^$$target\$$" -fuzztime $(FUZZTIME) ./internal/protocol || exit 1; \
 	done
 
-test-js:
+test-js: ## the JavaScript client's unit tests, and a check that dist/ and the types are fresh
 	npm test
+	npm run check
 
-test-e2e:
-	npm run e2e
+test-e2e: ## the widgets demo in Chromium (Playwright), and the npm package used from Node
+	cd e2e && npm ci --no-audit --no-fund && npm test
 
 bench: ## Go benchmarks of the hot paths
 	$(GO) test -run '^$$' -bench . -benchmem ./...
