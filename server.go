@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -130,12 +131,16 @@ func (s *Server) deliver(m broker.Message) {
 	s.metrics.fanout.Add(float64(n))
 }
 
+// ErrUnknownExchange is returned by Push for an exchange the server does
+// not define.
+var ErrUnknownExchange = errors.New("no such exchange on this server")
+
 // Push publishes an application event to every session subscribed to
 // exchange and routingKey, on every node sharing the broker. It returns
 // once the broker has taken the event, or an error.
 func (s *Server) Push(ctx context.Context, exchange, routingKey, event string, payload any) error {
 	if _, ok := s.cfg.Exchanges[exchange]; !ok {
-		return fmt.Errorf("myxi: push to %q: no such exchange on this server", exchange)
+		return fmt.Errorf("myxi: push to %q: %w", exchange, ErrUnknownExchange)
 	}
 	if len(routingKey) > protocol.MaxRoutingKeyBytes {
 		return fmt.Errorf("myxi: push to %q: routing key longer than %d bytes", exchange, protocol.MaxRoutingKeyBytes)

@@ -672,3 +672,42 @@ func (p *rawPublisher) publish(t *testing.T, exchange, key, body string, expectR
 	}
 	return returned
 }
+
+func TestPushErrors(t *testing.T) {
+	ts := startServer(t, "memory")
+	ctx := context.Background()
+	if err := ts.Srv.Push(ctx, "nope", "k", "E", nil); !errors.Is(err, myxi.ErrUnknownExchange) {
+		t.Fatalf("unknown exchange: %v", err)
+	}
+	if err := ts.Srv.Push(ctx, ts.Exchange, strings.Repeat("k", 256), "E", nil); err == nil {
+		t.Fatal("a routing key over 255 bytes must be refused")
+	}
+	if err := ts.Srv.Push(ctx, ts.Exchange, "k", "", nil); err == nil {
+		t.Fatal("an empty event name must be refused")
+	}
+	if err := ts.Srv.Push(ctx, ts.Exchange, "k", "E", func() {}); err == nil {
+		t.Fatal("an unencodable payload must be refused")
+	}
+}
+
+func TestSessionContextEndsWithSession(t *testing.T) {
+	ended := make(chan struct{})
+	ts := startServer(t, "memory", func(c *myxi.Config) {
+		c.Actions["Watch"] = func(ctx context.Context, s *myxi.Session, _ json.RawMessage) error {
+			go func() {
+				<-s.Context().Done()
+				close(ended)
+			}()
+			return s.Send("Watching", nil)
+		}
+	})
+	c := testutil.Dial(t, ts.WS)
+	c.Send("Watch", nil, nil)
+	c.Expect("Watching")
+	c.Conn.Close()
+	select {
+	case <-ended:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the session's context did not end with the session")
+	}
+}

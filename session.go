@@ -102,6 +102,10 @@ type sessionState struct {
 	header   http.Header
 }
 
+// Context ends when the session ends: for work an action starts that
+// should not outlive the session (timers, watches).
+func (s *Session) Context() context.Context { return s.c.ctx }
+
 // ID is the session id sent to the client in Welcome (16 hex chars).
 func (s *Session) ID() string { return s.c.id }
 
