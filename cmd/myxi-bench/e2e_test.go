@@ -31,7 +31,6 @@ type fakeServer struct {
 	queue    string
 	dropSeq  int64 // drop events with this seq for one client (-1: none)
 	dropped  atomic.Int64
-	batched  atomic.Int64 // frames that held more than one event
 
 	mu    sync.Mutex // guards subs and the binding channel
 	subs  map[string][]*fakeSession
