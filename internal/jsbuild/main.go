@@ -87,7 +87,7 @@ func run(root, outDir string, check bool) error {
 	}
 	if check {
 		if stale := compare(files, outDir); len(stale) > 0 {
-			return fmt.Errorf("%s is stale (%s): run go generate ./...", outDir, strings.Join(stale, ", "))
+			return fmt.Errorf("%s is stale (%s): rebuild it with go run ./internal/jsbuild", outDir, strings.Join(stale, ", "))
 		}
 		return nil
 	}
@@ -131,12 +131,12 @@ func build(root, outDir string) (map[string][]byte, error) {
 		result := api.Build(opts)
 		if len(result.Errors) > 0 {
 			msgs := api.FormatMessages(result.Errors, api.FormatMessagesOptions{Kind: api.ErrorMessage})
-			return nil, errors.New(strings.Join(msgs, ""))
+			return nil, errors.New(strings.TrimSpace(strings.Join(msgs, "")))
 		}
 		if len(result.Warnings) > 0 {
 			// A warning in this small code base is a bug waiting to happen.
 			msgs := api.FormatMessages(result.Warnings, api.FormatMessagesOptions{Kind: api.WarningMessage})
-			return nil, errors.New(strings.Join(msgs, ""))
+			return nil, errors.New(strings.TrimSpace(strings.Join(msgs, "")))
 		}
 		for _, f := range result.OutputFiles {
 			files[filepath.Base(f.Path)] = f.Contents

@@ -1,0 +1,626 @@
+"use strict";
+var __defProp = Object.defineProperty;
+var __getOwnPropDesc = Object.getOwnPropertyDescriptor;
+var __getOwnPropNames = Object.getOwnPropertyNames;
+var __hasOwnProp = Object.prototype.hasOwnProperty;
+var __export = (target, all) => {
+  for (var name in all)
+    __defProp(target, name, { get: all[name], enumerable: true });
+};
+var __copyProps = (to, from, except, desc) => {
+  if (from && typeof from === "object" || typeof from === "function") {
+    for (let key of __getOwnPropNames(from))
+      if (!__hasOwnProp.call(to, key) && key !== except)
+        __defProp(to, key, { get: () => from[key], enumerable: !(desc = __getOwnPropDesc(from, key)) || desc.enumerable });
+  }
+  return to;
+};
+var __toCommonJS = (mod) => __copyProps(__defProp({}, "__esModule", { value: true }), mod);
+
+// client-js/src/index.ts
+var index_exports = {};
+__export(index_exports, {
+  Connection: () => Connection,
+  MyxiError: () => MyxiError,
+  Subscription: () => Subscription,
+  connectFromMeta: () => connectFromMeta
+});
+module.exports = __toCommonJS(index_exports);
+
+// client-js/src/backoff.ts
+var Backoff = class {
+  constructor(options = {}) {
+    this._attempt = 0;
+    this._initial = options.initial ?? 1e3;
+    this._max = options.max ?? 3e4;
+    this._factor = options.factor ?? 2;
+  }
+  /** The delay before the next attempt, in ms. */
+  next() {
+    const ceiling = Math.min(this._max, this._initial * Math.pow(this._factor, this._attempt++));
+    return Math.floor(Math.random() * ceiling);
+  }
+  /** Starts again from the first delay (after a success). */
+  reset() {
+    this._attempt = 0;
+  }
+};
+
+// client-js/src/emitter.ts
+var Emitter = class {
+  constructor(_owner, _report) {
+    this._owner = _owner;
+    this._report = _report;
+    this._listeners = /* @__PURE__ */ new Map();
+  }
+  /** Adds a listener; returns a function that removes it. */
+  on(event, listener) {
+    if (typeof listener !== "function") return () => {
+    };
+    const list = this._listeners.get(event);
+    if (list) list.push(listener);
+    else this._listeners.set(event, [listener]);
+    return () => this.off(event, listener);
+  }
+  /** Removes one listener, every listener of an event, or every listener. */
+  off(event, listener) {
+    if (event === void 0) {
+      this._listeners.clear();
+      return;
+    }
+    if (!listener) {
+      this._listeners.delete(event);
+      return;
+    }
+    const list = this._listeners.get(event);
+    const index = list ? list.indexOf(listener) : -1;
+    if (index >= 0) list.splice(index, 1);
+  }
+  emit(event, ...args) {
+    const list = this._listeners.get(event);
+    if (!list) return;
+    for (const listener of list.slice()) {
+      try {
+        listener.apply(this._owner, args);
+      } catch (error) {
+        this._report(error, event);
+      }
+    }
+  }
+};
+
+// client-js/src/errors.ts
+var MyxiError = class extends Error {
+  constructor(error, message, event) {
+    super(message);
+    this.name = "MyxiError";
+    this.error = error;
+    this.event = event;
+  }
+};
+
+// client-js/src/protocol.ts
+var CLOSE_NORMAL = 1e3;
+var CLOSE_GOING_AWAY = 1001;
+var CLOSE_TRY_AGAIN_LATER = 1013;
+var CLOSE_ABNORMAL = 1006;
+var DROPPING_ERRORS = [
+  "SubscriptionDenied",
+  "InvalidExchange",
+  "InvalidRoutingKey",
+  "InvalidPayload",
+  "TooManySubscriptions"
+];
+var RETRYING_ERRORS = ["BrokerUnavailable", "RateLimited"];
+function keyFor(exchange, routingKey) {
+  return routingKey === null || routingKey === void 0 || routingKey === "" ? exchange : exchange + "::" + routingKey;
+}
+function own(map, key) {
+  return Object.prototype.hasOwnProperty.call(map, key) ? map[key] : void 0;
+}
+function withBatch(url) {
+  if (/[?&]batch=/.test(url)) return url;
+  return url + (url.includes("?") ? "&" : "?") + "batch=1";
+}
+function isObject(value) {
+  return typeof value === "object" && value !== null && !Array.isArray(value);
+}
+function asEvent(value) {
+  if (!isObject(value) || typeof value.event !== "string" || !isObject(value.payload)) return null;
+  const mq = value.mq;
+  if (mq !== void 0 && mq !== null && !(isObject(mq) && typeof mq.e === "string")) return null;
+  return value;
+}
+function parseFrame(data) {
+  if (typeof data !== "string") {
+    console.debug("Myxi: skipped a frame", data);
+    return [];
+  }
+  const events = [];
+  for (const line of data.split("\n")) {
+    if (!line.trim()) continue;
+    let value;
+    try {
+      value = JSON.parse(line);
+    } catch {
+      value = void 0;
+    }
+    const event = asEvent(value);
+    if (event) events.push(event);
+    else console.debug("Myxi: skipped a line", line);
+  }
+  return events;
+}
+
+// client-js/src/requests.ts
+var Requests = class {
+  constructor() {
+    this._pending = /* @__PURE__ */ new Map();
+  }
+  /** Registers a request; `timeout` 0 waits forever. */
+  open(tag, action, timeout) {
+    return new Promise((resolve, reject) => {
+      const pending = { action, resolve, reject };
+      if (timeout > 0) {
+        pending.timer = setTimeout(
+          () => this.fail(tag, "Timeout", `timed out after ${timeout} ms`),
+          timeout
+        );
+      }
+      this._pending.set(tag, pending);
+    });
+  }
+  /** Settles the request this event answers, if any: the first event with its tag. */
+  settle(event) {
+    const pending = this._take(event.tag);
+    if (!pending) return;
+    if (event.event === "Error" || event.event === "InternalError") {
+      const name = typeof event.payload.error === "string" ? event.payload.error : event.event;
+      pending.reject(new MyxiError(name, `${pending.action}: ${name}`, event));
+    } else {
+      pending.resolve(event);
+    }
+  }
+  fail(tag, error, message) {
+    const pending = this._take(tag);
+    if (pending) pending.reject(new MyxiError(error, `${pending.action}: ${message}`));
+  }
+  /** Rejects every request: their answers can no longer arrive. */
+  failAll(error, message) {
+    for (const tag of [...this._pending.keys()]) this.fail(tag, error, message);
+  }
+  _take(tag) {
+    const pending = this._pending.get(tag);
+    if (!pending) return void 0;
+    this._pending.delete(tag);
+    clearTimeout(pending.timer);
+    return pending;
+  }
+};
+
+// client-js/src/states.ts
+var CONNECTION_STATES = ["closed", "connecting", "open", "authenticated"];
+var SUBSCRIPTION_STATES = ["unsubscribed", "pending", "subscribing", "subscribed"];
+
+// client-js/src/subscription.ts
+var Subscription = class {
+  /** Made by `connection.subscribe()`; one made directly is not tracked by the connection. */
+  constructor(connection, exchange, routingKey) {
+    /** @internal */
+    this._state = 1 /* Pending */;
+    /** @internal The tag of the Subscribe waiting for its answer. */
+    this._tag = null;
+    this._handlers = /* @__PURE__ */ new Map();
+    this.connection = connection;
+    this.exchange = exchange;
+    this.routingKey = routingKey;
+    this._events = new Emitter(this, connection._report);
+    this._retry = new Backoff(connection._retryOptions);
+  }
+  /** The key of a subscription in `connection.subscriptions`. */
+  static keyFor(exchange, routingKey) {
+    return keyFor(exchange, routingKey);
+  }
+  get state() {
+    return SUBSCRIPTION_STATES[this._state];
+  }
+  /** True once the server has confirmed the subscription (and until it ends or the socket closes). */
+  get subscribed() {
+    return this._state === 3 /* Subscribed */;
+  }
+  key() {
+    return keyFor(this.exchange, this.routingKey);
+  }
+  /** Listens to one event of this subscription; returns a function that stops listening. */
+  on(event, callback) {
+    return this._events.on(event, callback);
+  }
+  /** Removes a listener, every listener of `event`, or every listener. */
+  off(event, callback) {
+    this._events.off(event, callback);
+  }
+  /**
+   * Ends the subscription: it leaves `connection.subscriptions` at once and is
+   * not subscribed again after a reconnect. Returns true when an Unsubscribe
+   * was sent to the server, false when there was nothing to tell it (not
+   * connected, or never subscribed), as myxi 1.x did.
+   */
+  unsubscribe() {
+    return this.connection._unsubscribe(this);
+  }
+  /** Adds (or replaces) the handler called `name`, called for every event with `param`. */
+  addMessageHandler(name, handler, param) {
+    this._handlers.set(name, { handler, param });
+  }
+  /** Removes the handler called `name`; returns whether there was one. */
+  removeMessageHandler(name) {
+    return this._handlers.delete(name);
+  }
+  /** @internal Delivers one event to the listeners, then to the message handlers. */
+  _emit(event, payload, tag) {
+    this._events.emit(event, payload, tag);
+    for (const [name, { handler, param }] of [...this._handlers]) {
+      try {
+        handler.call(this, event, payload, tag, param);
+      } catch (error) {
+        this.connection._report(error, `${event} handler ${name}`);
+      }
+    }
+  }
+};
+
+// client-js/src/connection.ts
+var WS_OPEN = 1;
+var TAG_PREFIX = "myxi:";
+var Connection = class {
+  constructor(url, options = {}) {
+    /** The live subscriptions, keyed by `Subscription.keyFor(exchange, routingKey)`. */
+    this.subscriptions = {};
+    this._state = 1 /* Connecting */;
+    this._ws = null;
+    this._sessionId = null;
+    /** Set by disconnect(): no reconnect until connect() is called again. */
+    this._stopped = false;
+    /** Whether the current socket delivered an event: a server that serves us ends the backoff. */
+    this._served = false;
+    this._authHook = null;
+    this._seq = 0;
+    this._requests = new Requests();
+    /** Subscribe tags waiting for their answer. */
+    this._subscribing = /* @__PURE__ */ new Map();
+    /** Unsubscribe tags waiting for their answer. */
+    this._unsubscribing = /* @__PURE__ */ new Map();
+    const WebSocketImpl = options.WebSocket ?? globalThis.WebSocket;
+    if (!WebSocketImpl) {
+      throw new TypeError("Myxi: no WebSocket; pass options.WebSocket");
+    }
+    this.serverURL = url;
+    this._socketURL = options.batch === false ? url : withBatch(url);
+    this._WebSocket = WebSocketImpl;
+    this._reconnectDelay = options.reconnectDelay ?? 5e3;
+    this._requestTimeout = options.requestTimeout ?? 1e4;
+    const backoff = options.backoff;
+    this._useBackoff = !!backoff;
+    this._retryOptions = backoff && typeof backoff === "object" ? backoff : {};
+    this._backoff = new Backoff(
+      backoff ? this._retryOptions : { initial: this._reconnectDelay, max: Math.max(6e4, this._reconnectDelay) }
+    );
+    const onCallbackError = options.onCallbackError;
+    this._report = (error, event) => {
+      try {
+        if (onCallbackError) onCallbackError(error, event);
+        else console.error(`Myxi: ${event} callback threw`, error);
+      } catch {
+      }
+    };
+    this._events = new Emitter(this, this._report);
+    this._open();
+  }
+  get state() {
+    return CONNECTION_STATES[this._state];
+  }
+  /** True while the socket is open (1.x property). */
+  get connected() {
+    return this._state >= 2 /* Open */;
+  }
+  /** True once `isAuthenticated()` was called on the current socket (1.x property). */
+  get authenticated() {
+    return this._state === 3 /* Authenticated */;
+  }
+  /** The session id of the server's `Welcome` event on the current socket. */
+  get sessionId() {
+    return this._sessionId;
+  }
+  /**
+   * Sets the hook run after every (re)connect. Until the hook calls
+   * `isAuthenticated()`, subscriptions wait. Set while the socket is already
+   * open, it runs at once; `null` removes it.
+   */
+  authentication(hook) {
+    this._authHook = hook;
+    if (this._state !== 2 /* Open */) return;
+    if (hook) this._runAuthHook();
+    else this._flushSubscriptions();
+  }
+  /** Tells the connection that authentication succeeded: pending subscriptions are sent. */
+  isAuthenticated() {
+    if (!this.connected) return;
+    this._state = 3 /* Authenticated */;
+    this._events.emit("SocketAuthenticated");
+    if (this._state === 3 /* Authenticated */) this._flushSubscriptions();
+  }
+  /**
+   * Returns the subscription to `exchange` and `routingKey`, making it if
+   * there is none. It is sent when the connection is ready and again after
+   * every reconnect, until it ends.
+   */
+  subscribe(exchange, routingKey) {
+    const existing = this._find(exchange, routingKey);
+    if (existing) return existing;
+    const subscription = new Subscription(this, exchange, routingKey);
+    this.subscriptions[subscription.key()] = subscription;
+    if (this._ready) this._sendSubscribe(subscription);
+    return subscription;
+  }
+  /** Sends an action; false when the socket is not open. */
+  sendAction(action, payload = {}, tag) {
+    const ws = this._ws;
+    if (!ws || !this.connected || ws.readyState !== WS_OPEN) return false;
+    ws.send(JSON.stringify({ action, tag, payload }));
+    return true;
+  }
+  /**
+   * Sends an action with a tag of its own and resolves with the first event
+   * carrying that tag. Rejects with a `MyxiError` on an `Error` or
+   * `InternalError` answer (`error` is the server's error name), on timeout
+   * (`Timeout`), when the socket closes first (`SocketClosed`) or when it is
+   * not open (`NotConnected`). Works before authentication, so the
+   * authentication hook can use it.
+   */
+  request(action, payload = {}, options = {}) {
+    const tag = this._nextTag();
+    let sent;
+    try {
+      sent = this.sendAction(action, payload, tag);
+    } catch (error) {
+      return Promise.reject(error);
+    }
+    if (!sent) return Promise.reject(new MyxiError("NotConnected", `${action}: not connected`));
+    const answer = this._requests.open(tag, action, options.timeout ?? this._requestTimeout);
+    return answer;
+  }
+  on(event, callback) {
+    return this._events.on(event, callback);
+  }
+  off(event, callback) {
+    this._events.off(event, callback);
+  }
+  /**
+   * Connects again after `disconnect()`, or at once when waiting to
+   * reconnect; does nothing while connected or connecting.
+   */
+  connect() {
+    this._stopped = false;
+    if (this._ws) return;
+    clearTimeout(this._reconnectTimer);
+    this._open();
+  }
+  /** Closes the socket (code 1000) and stops reconnecting. Subscriptions are kept for `connect()`. */
+  disconnect() {
+    this._stopped = true;
+    clearTimeout(this._reconnectTimer);
+    this._reconnectTimer = void 0;
+    const ws = this._ws;
+    if (!ws) return;
+    ws.close(CLOSE_NORMAL);
+    this._closed(CLOSE_NORMAL, "");
+  }
+  /** @internal Called by `Subscription.unsubscribe()`. */
+  _unsubscribe(subscription) {
+    const state = subscription._state;
+    if (state === 0 /* Unsubscribed */) return false;
+    this._end(subscription);
+    if (state < 2 /* Subscribing */) return false;
+    const tag = this._nextTag();
+    const { exchange, routingKey } = subscription;
+    if (!this.sendAction("Unsubscribe", { exchange, routing_key: routingKey }, tag)) return false;
+    this._unsubscribing.set(tag, subscription);
+    return true;
+  }
+  get _ready() {
+    return this._state === 3 /* Authenticated */ || this._state === 2 /* Open */ && !this._authHook;
+  }
+  /** The subscription to `exchange` and `routingKey`, if there is one. */
+  _find(exchange, routingKey) {
+    return own(this.subscriptions, keyFor(exchange, routingKey));
+  }
+  _nextTag() {
+    return TAG_PREFIX + ++this._seq;
+  }
+  _open() {
+    this._reconnectTimer = void 0;
+    this._state = 1 /* Connecting */;
+    this._served = false;
+    this._sessionId = null;
+    const ws = new this._WebSocket(this._socketURL);
+    this._ws = ws;
+    ws.onopen = () => {
+      if (this._ws === ws) this._opened();
+    };
+    ws.onmessage = (event) => {
+      for (const message of this._ws === ws ? parseFrame(event.data) : []) {
+        if (this._ws !== ws) break;
+        this._dispatch(message);
+      }
+    };
+    ws.onclose = (event) => {
+      if (this._ws === ws) this._closed(event.code ?? CLOSE_ABNORMAL, event.reason ?? "");
+    };
+    ws.onerror = () => {
+    };
+  }
+  _opened() {
+    this._state = 2 /* Open */;
+    this._events.emit("SocketConnected");
+    if (this._state !== 2 /* Open */) return;
+    if (this._authHook) this._runAuthHook();
+    else this._flushSubscriptions();
+  }
+  _runAuthHook() {
+    try {
+      this._authHook.call(this, this);
+    } catch (error) {
+      this._report(error, "authentication");
+    }
+  }
+  _closed(code, reason) {
+    const wasOpen = this._state !== 1 /* Connecting */;
+    this._ws = null;
+    this._state = 0 /* Closed */;
+    for (const subscription of Object.values(this.subscriptions)) {
+      clearTimeout(subscription._retryTimer);
+      subscription._retryTimer = void 0;
+      subscription._tag = null;
+      subscription._state = 1 /* Pending */;
+    }
+    this._subscribing.clear();
+    this._unsubscribing.clear();
+    this._requests.failAll("SocketClosed", "socket closed");
+    const reconnectIn = this._stopped ? null : this._delayAfter(code);
+    if (reconnectIn !== null) {
+      this._reconnectTimer = setTimeout(() => this._open(), reconnectIn);
+    }
+    const info = { code, reason, reconnectIn };
+    if (wasOpen) this._events.emit("SocketDisconnected", info);
+    this._events.emit("SocketClosed", info);
+  }
+  _delayAfter(code) {
+    if (this._useBackoff || code === CLOSE_TRY_AGAIN_LATER) return this._backoff.next();
+    if (code === CLOSE_GOING_AWAY) return Math.floor(this._reconnectDelay * (0.5 + Math.random()));
+    return this._reconnectDelay;
+  }
+  _dispatch(message) {
+    if (!this._served) {
+      this._served = true;
+      this._backoff.reset();
+    }
+    const { event, payload, tag, mq } = message;
+    if (event === "Welcome" && typeof payload.id === "string") this._sessionId = payload.id;
+    this._track(message);
+    if (mq) this._find(mq.e, mq.rk)?._emit(event, payload, tag);
+    this._requests.settle(message);
+    this._events.emit(event, payload, tag, mq);
+    this._events.emit("SocketMessageReceived", message);
+  }
+  /** Keeps the subscriptions in step with the server's answers. */
+  _track(message) {
+    const { event, payload, tag } = message;
+    if (event === "Unsubscribed") {
+      this._onUnsubscribed(message);
+      return;
+    }
+    if (event !== "Subscribed" && event !== "Error" && event !== "InternalError") return;
+    const subscription = this._answered(message);
+    if (!subscription) return;
+    if (event === "Subscribed") {
+      this._confirm(subscription, payload, tag);
+      return;
+    }
+    const error = event === "InternalError" ? event : String(payload.error);
+    if (error === "AlreadySubscribed") {
+      this._confirm(subscription, payload, tag);
+      return;
+    }
+    if (DROPPING_ERRORS.includes(error)) {
+      this._end(subscription);
+    } else {
+      subscription._state = 1 /* Pending */;
+      if (RETRYING_ERRORS.includes(error)) this._scheduleRetry(subscription);
+    }
+    subscription._emit("Error", payload, tag);
+    subscription._emit(error, payload, tag);
+  }
+  /**
+   * The subscription a Subscribed or Error answers: by the tag of its
+   * Subscribe, else (a server that forgot the tag) by exchange and routing
+   * key, provided that subscription is waiting for an answer.
+   */
+  _answered({ payload, tag }) {
+    const byTag = this._subscribing.get(tag);
+    if (byTag) {
+      this._subscribing.delete(tag);
+      return byTag;
+    }
+    if (typeof tag === "string" && tag.startsWith(TAG_PREFIX)) return void 0;
+    if (typeof payload.exchange !== "string") return void 0;
+    const subscription = this._find(payload.exchange, payload.routing_key);
+    return subscription && subscription._state === 2 /* Subscribing */ ? subscription : void 0;
+  }
+  _onUnsubscribed({ payload, tag }) {
+    const ours = this._unsubscribing.get(tag);
+    if (ours) {
+      this._unsubscribing.delete(tag);
+      ours._emit("Unsubscribed", payload, tag);
+      return;
+    }
+    const exchange = payload.exchange_name ?? payload.exchange;
+    if (typeof exchange !== "string") return;
+    const subscription = this._find(exchange, payload.routing_key);
+    if (!subscription || subscription._state !== 3 /* Subscribed */) return;
+    this._end(subscription);
+    subscription._emit("Unsubscribed", payload, tag);
+  }
+  _confirm(subscription, payload, tag) {
+    subscription._tag = null;
+    subscription._retry.reset();
+    subscription._state = 3 /* Subscribed */;
+    subscription._emit("Subscribed", payload, tag);
+  }
+  /** Removes a subscription for good. */
+  _end(subscription) {
+    const key = subscription.key();
+    if (own(this.subscriptions, key) === subscription) delete this.subscriptions[key];
+    clearTimeout(subscription._retryTimer);
+    subscription._retryTimer = void 0;
+    if (subscription._tag !== null) this._subscribing.delete(subscription._tag);
+    subscription._tag = null;
+    subscription._state = 0 /* Unsubscribed */;
+  }
+  _sendSubscribe(subscription) {
+    const tag = this._nextTag();
+    const { exchange, routingKey } = subscription;
+    if (!this.sendAction("Subscribe", { exchange, routing_key: routingKey }, tag)) return;
+    subscription._tag = tag;
+    subscription._state = 2 /* Subscribing */;
+    this._subscribing.set(tag, subscription);
+  }
+  _scheduleRetry(subscription) {
+    subscription._retryTimer = setTimeout(() => {
+      subscription._retryTimer = void 0;
+      if (this._ready && subscription._state === 1 /* Pending */) this._sendSubscribe(subscription);
+    }, subscription._retry.next());
+  }
+  /** Sends every pending subscription, except those waiting for a retry. */
+  _flushSubscriptions() {
+    for (const subscription of Object.values(this.subscriptions)) {
+      if (subscription._state === 1 /* Pending */ && subscription._retryTimer === void 0) {
+        this._sendSubscribe(subscription);
+      }
+    }
+  }
+};
+
+// client-js/src/meta.ts
+function connectFromMeta(options, doc) {
+  const page = doc ?? globalThis.document;
+  const url = page?.querySelector('meta[name="myxi-host"]')?.getAttribute("content");
+  if (!url) throw new Error('Myxi: no <meta name="myxi-host">');
+  return new Connection(socketURL(url, page.location?.href), options);
+}
+function socketURL(url, base) {
+  if (!base || /^wss?:/i.test(url)) return url;
+  const absolute = new URL(url, base);
+  absolute.protocol = absolute.protocol === "https:" ? "wss:" : "ws:";
+  return absolute.href;
+}
+//# sourceMappingURL=myxi.cjs.map

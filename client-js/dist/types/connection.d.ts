@@ -1,0 +1,118 @@
+import { Subscription } from './subscription.js';
+import type { CloseInfo, ConnectionOptions, ConnectionState, Mq, Payload, RequestOptions, RoutingKey, ServerEvent, Tag } from './types.js';
+/** A callback for a server event: `(payload, tag, mq)`, `this` being the connection. */
+export type EventCallback<P extends object = Payload> = (this: Connection, payload: P, tag: Tag, mq: Mq | undefined) => void;
+/** The connection's own events and what their listeners receive. */
+export interface SocketEventMap {
+    SocketConnected: (this: Connection) => void;
+    SocketAuthenticated: (this: Connection) => void;
+    SocketDisconnected: (this: Connection, info: CloseInfo) => void;
+    SocketClosed: (this: Connection, info: CloseInfo) => void;
+    SocketMessageReceived: (this: Connection, event: ServerEvent) => void;
+}
+/** Run after every (re)connect; it calls `connection.isAuthenticated()` once the server agrees. */
+export type AuthenticationHook = (this: Connection, connection: Connection) => void;
+/**
+ * A connection to a Myxi server, compatible with myxi 1.x's `Myxi.Connection`.
+ * It connects at once and reconnects after every close it did not ask for.
+ */
+export declare class Connection {
+    /** The URL given to the constructor (without the `batch` parameter). */
+    readonly serverURL: string;
+    /** The live subscriptions, keyed by `Subscription.keyFor(exchange, routingKey)`. */
+    readonly subscriptions: Record<string, Subscription>;
+    private _state;
+    private _ws;
+    private _sessionId;
+    /** Set by disconnect(): no reconnect until connect() is called again. */
+    private _stopped;
+    private _reconnectTimer;
+    /** Whether the current socket delivered an event: a server that serves us ends the backoff. */
+    private _served;
+    private _authHook;
+    private _seq;
+    private readonly _socketURL;
+    private readonly _WebSocket;
+    private readonly _reconnectDelay;
+    private readonly _useBackoff;
+    private readonly _backoff;
+    private readonly _requestTimeout;
+    private readonly _events;
+    private readonly _requests;
+    /** Subscribe tags waiting for their answer. */
+    private readonly _subscribing;
+    /** Unsubscribe tags waiting for their answer. */
+    private readonly _unsubscribing;
+    constructor(url: string, options?: ConnectionOptions);
+    get state(): ConnectionState;
+    /** True while the socket is open (1.x property). */
+    get connected(): boolean;
+    /** True once `isAuthenticated()` was called on the current socket (1.x property). */
+    get authenticated(): boolean;
+    /** The session id of the server's `Welcome` event on the current socket. */
+    get sessionId(): string | null;
+    /**
+     * Sets the hook run after every (re)connect. Until the hook calls
+     * `isAuthenticated()`, subscriptions wait. Set while the socket is already
+     * open, it runs at once; `null` removes it.
+     */
+    authentication(hook: AuthenticationHook | null): void;
+    /** Tells the connection that authentication succeeded: pending subscriptions are sent. */
+    isAuthenticated(): void;
+    /**
+     * Returns the subscription to `exchange` and `routingKey`, making it if
+     * there is none. It is sent when the connection is ready and again after
+     * every reconnect, until it ends.
+     */
+    subscribe(exchange: string, routingKey?: RoutingKey): Subscription;
+    /** Sends an action; false when the socket is not open. */
+    sendAction(action: string, payload?: Payload, tag?: Tag): boolean;
+    /**
+     * Sends an action with a tag of its own and resolves with the first event
+     * carrying that tag. Rejects with a `MyxiError` on an `Error` or
+     * `InternalError` answer (`error` is the server's error name), on timeout
+     * (`Timeout`), when the socket closes first (`SocketClosed`) or when it is
+     * not open (`NotConnected`). Works before authentication, so the
+     * authentication hook can use it.
+     */
+    request<P extends object = Payload>(action: string, payload?: Payload, options?: RequestOptions): Promise<ServerEvent<P>>;
+    /** Listens to a server event or one of the `Socket*` events; returns a function that stops listening. */
+    on<K extends keyof SocketEventMap>(event: K, callback: SocketEventMap[K]): () => void;
+    on<P extends object = Payload>(event: string, callback: EventCallback<P>): () => void;
+    /** Removes a listener, every listener of `event`, or every listener. */
+    off<K extends keyof SocketEventMap>(event: K, callback?: SocketEventMap[K]): void;
+    off<P extends object = Payload>(event?: string, callback?: EventCallback<P>): void;
+    /**
+     * Connects again after `disconnect()`, or at once when waiting to
+     * reconnect; does nothing while connected or connecting.
+     */
+    connect(): void;
+    /** Closes the socket (code 1000) and stops reconnecting. Subscriptions are kept for `connect()`. */
+    disconnect(): void;
+    private get _ready();
+    /** The subscription to `exchange` and `routingKey`, if there is one. */
+    private _find;
+    private _nextTag;
+    private _open;
+    private _opened;
+    private _runAuthHook;
+    private _closed;
+    private _delayAfter;
+    private _dispatch;
+    /** Keeps the subscriptions in step with the server's answers. */
+    private _track;
+    /**
+     * The subscription a Subscribed or Error answers: by the tag of its
+     * Subscribe, else (a server that forgot the tag) by exchange and routing
+     * key, provided that subscription is waiting for an answer.
+     */
+    private _answered;
+    private _onUnsubscribed;
+    private _confirm;
+    /** Removes a subscription for good. */
+    private _end;
+    private _sendSubscribe;
+    private _scheduleRetry;
+    /** Sends every pending subscription, except those waiting for a retry. */
+    private _flushSubscriptions;
+}

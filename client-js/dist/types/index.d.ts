@@ -1,0 +1,8 @@
+export { Connection } from './connection.js';
+export type { AuthenticationHook, EventCallback, SocketEventMap } from './connection.js';
+export { Subscription } from './subscription.js';
+export type { MessageHandler, SubscriptionCallback } from './subscription.js';
+export { MyxiError } from './errors.js';
+export { connectFromMeta } from './meta.js';
+export type { DocumentLike } from './meta.js';
+export type { BackoffOptions, CloseInfo, ConnectionOptions, ConnectionState, Mq, Payload, RequestOptions, RoutingKey, ServerEvent, SubscriptionState, Tag, WebSocketConstructor, WebSocketLike, } from './types.js';

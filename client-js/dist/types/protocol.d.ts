@@ -1,0 +1,32 @@
+import type { RoutingKey, ServerEvent } from './types.js';
+/** Close code of a close the client asked for: the only one not followed by a reconnect. */
+export declare const CLOSE_NORMAL = 1000;
+/** The server is draining or shutting down: reconnect, spread out. */
+export declare const CLOSE_GOING_AWAY = 1001;
+/** The server is over its connection limit: reconnect with backoff. */
+export declare const CLOSE_TRY_AGAIN_LATER = 1013;
+/** What browsers report for a connection that failed or dropped without a close frame. */
+export declare const CLOSE_ABNORMAL = 1006;
+/** Errors after which a Subscribe will never succeed: the subscription is dropped. */
+export declare const DROPPING_ERRORS: readonly string[];
+/** Errors that say "not now": the subscription is kept and retried with backoff. */
+export declare const RETRYING_ERRORS: readonly string[];
+/**
+ * The key of a subscription in `connection.subscriptions`: `"exchange::key"`,
+ * or just `"exchange"` for the exchange as a whole. Numbers and their string
+ * form give the same key, because the server echoes a routing key as it was
+ * sent while `mq.rk` is always a string.
+ */
+export declare function keyFor(exchange: string, routingKey?: RoutingKey): string;
+/** `map[key]` for own properties only: a server-chosen key such as `"__proto__"` finds nothing. */
+export declare function own<T>(map: Record<string, T>, key: string): T | undefined;
+/** Adds `batch=1` to a socket URL's query, unless the URL already says something about it. */
+export declare function withBatch(url: string): string;
+/**
+ * Splits a frame into its events. A server that batches (`?batch=1`) puts
+ * several compact JSON objects in one frame, one per line; one that does not
+ * sends a single object, which is the same thing with one line. Lines that
+ * are not valid events are skipped with a debug message: a bad line must
+ * neither close the connection nor reach a callback.
+ */
+export declare function parseFrame(data: unknown): ServerEvent[];

@@ -1,0 +1,486 @@
+import { Backoff } from './backoff.js';
+import { Emitter, type AnyListener } from './emitter.js';
+import { MyxiError } from './errors.js';
+import {
+  CLOSE_ABNORMAL,
+  CLOSE_GOING_AWAY,
+  CLOSE_NORMAL,
+  CLOSE_TRY_AGAIN_LATER,
+  DROPPING_ERRORS,
+  RETRYING_ERRORS,
+  keyFor,
+  own,
+  parseFrame,
+  withBatch,
+} from './protocol.js';
+import { Requests } from './requests.js';
+import { CONNECTION_STATES, Conn, Sub } from './states.js';
+import { Subscription } from './subscription.js';
+import type {
+  BackoffOptions,
+  CloseInfo,
+  ConnectionOptions,
+  ConnectionState,
+  Mq,
+  Payload,
+  RequestOptions,
+  RoutingKey,
+  ServerEvent,
+  Tag,
+  WebSocketConstructor,
+  WebSocketLike,
+} from './types.js';
+
+/** A callback for a server event: `(payload, tag, mq)`, `this` being the connection. */
+export type EventCallback<P extends object = Payload> = (
+  this: Connection,
+  payload: P,
+  tag: Tag,
+  mq: Mq | undefined,
+) => void;
+
+/** The connection's own events and what their listeners receive. */
+export interface SocketEventMap {
+  SocketConnected: (this: Connection) => void;
+  SocketAuthenticated: (this: Connection) => void;
+  SocketDisconnected: (this: Connection, info: CloseInfo) => void;
+  SocketClosed: (this: Connection, info: CloseInfo) => void;
+  SocketMessageReceived: (this: Connection, event: ServerEvent) => void;
+}
+
+/** Run after every (re)connect; it calls `connection.isAuthenticated()` once the server agrees. */
+export type AuthenticationHook = (this: Connection, connection: Connection) => void;
+
+const WS_OPEN = 1;
+// Tags of the actions the client sends on its own (Subscribe, Unsubscribe,
+// request()); the prefix keeps them apart from an application's tags.
+const TAG_PREFIX = 'myxi:';
+
+/**
+ * A connection to a Myxi server, compatible with myxi 1.x's `Myxi.Connection`.
+ * It connects at once and reconnects after every close it did not ask for.
+ */
+export class Connection {
+  /** The URL given to the constructor (without the `batch` parameter). */
+  readonly serverURL: string;
+  /** The live subscriptions, keyed by `Subscription.keyFor(exchange, routingKey)`. */
+  readonly subscriptions: Record<string, Subscription> = {};
+
+  private _state = Conn.Connecting;
+  private _ws: WebSocketLike | null = null;
+  private _sessionId: string | null = null;
+  /** Set by disconnect(): no reconnect until connect() is called again. */
+  private _stopped = false;
+  private _reconnectTimer: ReturnType<typeof setTimeout> | undefined;
+  /** Whether the current socket delivered an event: a server that serves us ends the backoff. */
+  private _served = false;
+  private _authHook: AuthenticationHook | null = null;
+  private _seq = 0;
+
+  private readonly _socketURL: string;
+  private readonly _WebSocket: WebSocketConstructor;
+  private readonly _reconnectDelay: number;
+  private readonly _useBackoff: boolean;
+  private readonly _backoff: Backoff;
+  /** @internal Backoff of a subscription's retries after BrokerUnavailable. */
+  readonly _retryOptions: BackoffOptions;
+  private readonly _requestTimeout: number;
+  private readonly _events: Emitter;
+  private readonly _requests = new Requests();
+  /** Subscribe tags waiting for their answer. */
+  private readonly _subscribing = new Map<Tag, Subscription>();
+  /** Unsubscribe tags waiting for their answer. */
+  private readonly _unsubscribing = new Map<Tag, Subscription>();
+  /** @internal Reports a callback that threw. */
+  readonly _report: (error: unknown, event: string) => void;
+
+  constructor(url: string, options: ConnectionOptions = {}) {
+    const WebSocketImpl =
+      options.WebSocket ?? (globalThis as { WebSocket?: WebSocketConstructor }).WebSocket;
+    if (!WebSocketImpl) {
+      throw new TypeError('Myxi: no WebSocket; pass options.WebSocket');
+    }
+    this.serverURL = url;
+    this._socketURL = options.batch === false ? url : withBatch(url);
+    this._WebSocket = WebSocketImpl;
+    this._reconnectDelay = options.reconnectDelay ?? 5000;
+    this._requestTimeout = options.requestTimeout ?? 10000;
+    const backoff = options.backoff;
+    this._useBackoff = !!backoff;
+    this._retryOptions = backoff && typeof backoff === 'object' ? backoff : {};
+    // Without `backoff`, a 1013 close (server overloaded) still backs off,
+    // starting from the fixed delay.
+    this._backoff = new Backoff(
+      backoff
+        ? this._retryOptions
+        : { initial: this._reconnectDelay, max: Math.max(60000, this._reconnectDelay) },
+    );
+    const onCallbackError = options.onCallbackError;
+    this._report = (error, event) => {
+      try {
+        if (onCallbackError) onCallbackError(error, event);
+        else console.error(`Myxi: ${event} callback threw`, error);
+      } catch {
+        // A failing error reporter must not break the dispatch either.
+      }
+    };
+    this._events = new Emitter(this, this._report);
+    this._open();
+  }
+
+  get state(): ConnectionState {
+    return CONNECTION_STATES[this._state];
+  }
+
+  /** True while the socket is open (1.x property). */
+  get connected(): boolean {
+    return this._state >= Conn.Open;
+  }
+
+  /** True once `isAuthenticated()` was called on the current socket (1.x property). */
+  get authenticated(): boolean {
+    return this._state === Conn.Authenticated;
+  }
+
+  /** The session id of the server's `Welcome` event on the current socket. */
+  get sessionId(): string | null {
+    return this._sessionId;
+  }
+
+  /**
+   * Sets the hook run after every (re)connect. Until the hook calls
+   * `isAuthenticated()`, subscriptions wait. Set while the socket is already
+   * open, it runs at once; `null` removes it.
+   */
+  authentication(hook: AuthenticationHook | null): void {
+    this._authHook = hook;
+    if (this._state !== Conn.Open) return;
+    if (hook) this._runAuthHook();
+    else this._flushSubscriptions();
+  }
+
+  /** Tells the connection that authentication succeeded: pending subscriptions are sent. */
+  isAuthenticated(): void {
+    if (!this.connected) return;
+    this._state = Conn.Authenticated;
+    this._events.emit('SocketAuthenticated');
+    if (this._state === Conn.Authenticated) this._flushSubscriptions();
+  }
+
+  /**
+   * Returns the subscription to `exchange` and `routingKey`, making it if
+   * there is none. It is sent when the connection is ready and again after
+   * every reconnect, until it ends.
+   */
+  subscribe(exchange: string, routingKey?: RoutingKey): Subscription {
+    const existing = this._find(exchange, routingKey);
+    if (existing) return existing;
+    const subscription = new Subscription(this, exchange, routingKey);
+    this.subscriptions[subscription.key()] = subscription;
+    if (this._ready) this._sendSubscribe(subscription);
+    return subscription;
+  }
+
+  /** Sends an action; false when the socket is not open. */
+  sendAction(action: string, payload: Payload = {}, tag?: Tag): boolean {
+    const ws = this._ws;
+    if (!ws || !this.connected || ws.readyState !== WS_OPEN) return false;
+    ws.send(JSON.stringify({ action, tag, payload }));
+    return true;
+  }
+
+  /**
+   * Sends an action with a tag of its own and resolves with the first event
+   * carrying that tag. Rejects with a `MyxiError` on an `Error` or
+   * `InternalError` answer (`error` is the server's error name), on timeout
+   * (`Timeout`), when the socket closes first (`SocketClosed`) or when it is
+   * not open (`NotConnected`). Works before authentication, so the
+   * authentication hook can use it.
+   */
+  request<P extends object = Payload>(
+    action: string,
+    payload: Payload = {},
+    options: RequestOptions = {},
+  ): Promise<ServerEvent<P>> {
+    const tag = this._nextTag();
+    let sent: boolean;
+    try {
+      sent = this.sendAction(action, payload, tag);
+    } catch (error) {
+      return Promise.reject(error); // a payload JSON cannot encode
+    }
+    if (!sent) return Promise.reject(new MyxiError('NotConnected', `${action}: not connected`));
+    // Registered after sending: a socket delivers nothing during send().
+    const answer = this._requests.open(tag, action, options.timeout ?? this._requestTimeout);
+    return answer as Promise<ServerEvent<P>>;
+  }
+
+  /** Listens to a server event or one of the `Socket*` events; returns a function that stops listening. */
+  on<K extends keyof SocketEventMap>(event: K, callback: SocketEventMap[K]): () => void;
+  on<P extends object = Payload>(event: string, callback: EventCallback<P>): () => void;
+  on(event: string, callback: AnyListener): () => void {
+    return this._events.on(event, callback);
+  }
+
+  /** Removes a listener, every listener of `event`, or every listener. */
+  off<K extends keyof SocketEventMap>(event: K, callback?: SocketEventMap[K]): void;
+  off<P extends object = Payload>(event?: string, callback?: EventCallback<P>): void;
+  off(event?: string, callback?: AnyListener): void {
+    this._events.off(event, callback);
+  }
+
+  /**
+   * Connects again after `disconnect()`, or at once when waiting to
+   * reconnect; does nothing while connected or connecting.
+   */
+  connect(): void {
+    this._stopped = false;
+    if (this._ws) return;
+    clearTimeout(this._reconnectTimer);
+    this._open();
+  }
+
+  /** Closes the socket (code 1000) and stops reconnecting. Subscriptions are kept for `connect()`. */
+  disconnect(): void {
+    this._stopped = true;
+    clearTimeout(this._reconnectTimer);
+    this._reconnectTimer = undefined;
+    const ws = this._ws;
+    if (!ws) return;
+    ws.close(CLOSE_NORMAL);
+    // Settle now rather than on the close event, which may come late or never.
+    this._closed(CLOSE_NORMAL, '');
+  }
+
+  /** @internal Called by `Subscription.unsubscribe()`. */
+  _unsubscribe(subscription: Subscription): boolean {
+    const state = subscription._state;
+    if (state === Sub.Unsubscribed) return false;
+    this._end(subscription);
+    // A subscription the server never heard of needs no Unsubscribe.
+    if (state < Sub.Subscribing) return false;
+    const tag = this._nextTag();
+    const { exchange, routingKey } = subscription;
+    if (!this.sendAction('Unsubscribe', { exchange, routing_key: routingKey }, tag)) return false;
+    this._unsubscribing.set(tag, subscription);
+    return true;
+  }
+
+  private get _ready(): boolean {
+    return this._state === Conn.Authenticated || (this._state === Conn.Open && !this._authHook);
+  }
+
+  /** The subscription to `exchange` and `routingKey`, if there is one. */
+  private _find(exchange: string, routingKey: unknown): Subscription | undefined {
+    return own(this.subscriptions, keyFor(exchange, routingKey as RoutingKey));
+  }
+
+  private _nextTag(): string {
+    return TAG_PREFIX + ++this._seq;
+  }
+
+  private _open(): void {
+    this._reconnectTimer = undefined;
+    this._state = Conn.Connecting;
+    this._served = false;
+    this._sessionId = null;
+    const ws = new this._WebSocket(this._socketURL);
+    this._ws = ws;
+    // Handlers stay attached to a socket the client has left behind (the
+    // `ws` package throws on an error event nobody listens to), so each one
+    // first checks that its socket is still the current one.
+    ws.onopen = () => {
+      if (this._ws === ws) this._opened();
+    };
+    ws.onmessage = (event: { data: unknown }) => {
+      for (const message of this._ws === ws ? parseFrame(event.data) : []) {
+        if (this._ws !== ws) break; // a callback closed the connection mid-frame
+        this._dispatch(message);
+      }
+    };
+    ws.onclose = (event: { code?: number; reason?: string }) => {
+      if (this._ws === ws) this._closed(event.code ?? CLOSE_ABNORMAL, event.reason ?? '');
+    };
+    // A close event always follows an error event, with more to say.
+    ws.onerror = () => {};
+  }
+
+  private _opened(): void {
+    this._state = Conn.Open;
+    this._events.emit('SocketConnected');
+    if (this._state !== Conn.Open) return; // a listener disconnected
+    if (this._authHook) this._runAuthHook();
+    else this._flushSubscriptions();
+  }
+
+  private _runAuthHook(): void {
+    try {
+      this._authHook!.call(this, this);
+    } catch (error) {
+      this._report(error, 'authentication');
+    }
+  }
+
+  private _closed(code: number, reason: string): void {
+    const wasOpen = this._state !== Conn.Connecting;
+    this._ws = null;
+    this._state = Conn.Closed;
+    // Everything still wanted goes back to pending, to be sent again once the
+    // next connection is ready; answers to this socket's actions are lost.
+    for (const subscription of Object.values(this.subscriptions)) {
+      clearTimeout(subscription._retryTimer);
+      subscription._retryTimer = undefined;
+      subscription._tag = null;
+      subscription._state = Sub.Pending;
+    }
+    this._subscribing.clear();
+    this._unsubscribing.clear();
+    this._requests.failAll('SocketClosed', 'socket closed');
+
+    const reconnectIn = this._stopped ? null : this._delayAfter(code);
+    if (reconnectIn !== null) {
+      // The WebSocket constructor throws only for a URL it rejects, which the
+      // first attempt, in the constructor, has already reported.
+      this._reconnectTimer = setTimeout(() => this._open(), reconnectIn);
+    }
+    const info: CloseInfo = { code, reason, reconnectIn };
+    if (wasOpen) this._events.emit('SocketDisconnected', info);
+    this._events.emit('SocketClosed', info);
+  }
+
+  private _delayAfter(code: number): number {
+    if (this._useBackoff || code === CLOSE_TRY_AGAIN_LATER) return this._backoff.next();
+    // A draining server sends all its clients away at once: spread their
+    // return over [0.5, 1.5) times the delay.
+    if (code === CLOSE_GOING_AWAY) return Math.floor(this._reconnectDelay * (0.5 + Math.random()));
+    return this._reconnectDelay;
+  }
+
+  private _dispatch(message: ServerEvent): void {
+    if (!this._served) {
+      this._served = true;
+      this._backoff.reset();
+    }
+    const { event, payload, tag, mq } = message;
+    if (event === 'Welcome' && typeof payload.id === 'string') this._sessionId = payload.id;
+    this._track(message);
+    if (mq) this._find(mq.e, mq.rk)?._emit(event, payload, tag);
+    this._requests.settle(message);
+    this._events.emit(event, payload, tag, mq);
+    this._events.emit('SocketMessageReceived', message);
+  }
+
+  /** Keeps the subscriptions in step with the server's answers. */
+  private _track(message: ServerEvent): void {
+    const { event, payload, tag } = message;
+    if (event === 'Unsubscribed') {
+      this._onUnsubscribed(message);
+      return;
+    }
+    if (event !== 'Subscribed' && event !== 'Error' && event !== 'InternalError') return;
+    const subscription = this._answered(message);
+    if (!subscription) return;
+    if (event === 'Subscribed') {
+      this._confirm(subscription, payload, tag);
+      return;
+    }
+    const error = event === 'InternalError' ? event : String(payload.error);
+    if (error === 'AlreadySubscribed') {
+      // The server has it (e.g. the application also subscribed by hand).
+      this._confirm(subscription, payload, tag);
+      return;
+    }
+    if (DROPPING_ERRORS.includes(error)) {
+      this._end(subscription);
+    } else {
+      // Kept: retried with backoff when the server says "not now", otherwise
+      // (e.g. AuthRequired) at the next authentication or reconnect.
+      subscription._state = Sub.Pending;
+      if (RETRYING_ERRORS.includes(error)) this._scheduleRetry(subscription);
+    }
+    subscription._emit('Error', payload, tag);
+    subscription._emit(error, payload, tag);
+  }
+
+  /**
+   * The subscription a Subscribed or Error answers: by the tag of its
+   * Subscribe, else (a server that forgot the tag) by exchange and routing
+   * key, provided that subscription is waiting for an answer.
+   */
+  private _answered({ payload, tag }: ServerEvent): Subscription | undefined {
+    const byTag = this._subscribing.get(tag);
+    if (byTag) {
+      this._subscribing.delete(tag);
+      return byTag;
+    }
+    // The answer to another of the client's own actions (or to a Subscribe of
+    // a subscription that has ended since).
+    if (typeof tag === 'string' && tag.startsWith(TAG_PREFIX)) return undefined;
+    if (typeof payload.exchange !== 'string') return undefined;
+    const subscription = this._find(payload.exchange, payload.routing_key);
+    return subscription && subscription._state === Sub.Subscribing ? subscription : undefined;
+  }
+
+  private _onUnsubscribed({ payload, tag }: ServerEvent): void {
+    const ours = this._unsubscribing.get(tag);
+    if (ours) {
+      this._unsubscribing.delete(tag);
+      ours._emit('Unsubscribed', payload, tag);
+      return;
+    }
+    // The server ended a subscription on its own (`auto`: authorization
+    // revoked) or for an Unsubscribe the application sent itself. 1.x servers
+    // name the exchange `exchange_name`.
+    const exchange = payload.exchange_name ?? payload.exchange;
+    if (typeof exchange !== 'string') return;
+    const subscription = this._find(exchange, payload.routing_key);
+    // Only a confirmed one: a subscription still waiting for its Subscribed
+    // is a newer one than the Unsubscribe this answers.
+    if (!subscription || subscription._state !== Sub.Subscribed) return;
+    this._end(subscription);
+    subscription._emit('Unsubscribed', payload, tag);
+  }
+
+  private _confirm(subscription: Subscription, payload: Payload, tag: Tag): void {
+    subscription._tag = null;
+    subscription._retry.reset();
+    subscription._state = Sub.Subscribed;
+    subscription._emit('Subscribed', payload, tag);
+  }
+
+  /** Removes a subscription for good. */
+  private _end(subscription: Subscription): void {
+    const key = subscription.key();
+    if (own(this.subscriptions, key) === subscription) delete this.subscriptions[key];
+    clearTimeout(subscription._retryTimer);
+    subscription._retryTimer = undefined;
+    if (subscription._tag !== null) this._subscribing.delete(subscription._tag);
+    subscription._tag = null;
+    subscription._state = Sub.Unsubscribed;
+  }
+
+  private _sendSubscribe(subscription: Subscription): void {
+    const tag = this._nextTag();
+    const { exchange, routingKey } = subscription;
+    if (!this.sendAction('Subscribe', { exchange, routing_key: routingKey }, tag)) return;
+    subscription._tag = tag;
+    subscription._state = Sub.Subscribing;
+    this._subscribing.set(tag, subscription);
+  }
+
+  private _scheduleRetry(subscription: Subscription): void {
+    subscription._retryTimer = setTimeout(() => {
+      subscription._retryTimer = undefined;
+      if (this._ready && subscription._state === Sub.Pending) this._sendSubscribe(subscription);
+    }, subscription._retry.next());
+  }
+
+  /** Sends every pending subscription, except those waiting for a retry. */
+  private _flushSubscriptions(): void {
+    for (const subscription of Object.values(this.subscriptions)) {
+      if (subscription._state === Sub.Pending && subscription._retryTimer === undefined) {
+        this._sendSubscribe(subscription);
+      }
+    }
+  }
+}

@@ -1,0 +1,96 @@
+// Wire-level helpers for PROTOCOL.md: decoding frames, subscription keys,
+// the error names that decide a subscription's fate, close codes.
+
+import type { RoutingKey, ServerEvent } from './types.js';
+
+/** Close code of a close the client asked for: the only one not followed by a reconnect. */
+export const CLOSE_NORMAL = 1000;
+/** The server is draining or shutting down: reconnect, spread out. */
+export const CLOSE_GOING_AWAY = 1001;
+/** The server is over its connection limit: reconnect with backoff. */
+export const CLOSE_TRY_AGAIN_LATER = 1013;
+/** What browsers report for a connection that failed or dropped without a close frame. */
+export const CLOSE_ABNORMAL = 1006;
+
+/** Errors after which a Subscribe will never succeed: the subscription is dropped. */
+export const DROPPING_ERRORS: readonly string[] = [
+  'SubscriptionDenied',
+  'InvalidExchange',
+  'InvalidRoutingKey',
+  'InvalidPayload',
+  'TooManySubscriptions',
+];
+
+/** Errors that say "not now": the subscription is kept and retried with backoff. */
+export const RETRYING_ERRORS: readonly string[] = ['BrokerUnavailable', 'RateLimited'];
+
+/**
+ * The key of a subscription in `connection.subscriptions`: `"exchange::key"`,
+ * or just `"exchange"` for the exchange as a whole. Numbers and their string
+ * form give the same key, because the server echoes a routing key as it was
+ * sent while `mq.rk` is always a string.
+ */
+export function keyFor(exchange: string, routingKey?: RoutingKey): string {
+  return routingKey === null || routingKey === undefined || routingKey === ''
+    ? exchange
+    : exchange + '::' + routingKey;
+}
+
+/** `map[key]` for own properties only: a server-chosen key such as `"__proto__"` finds nothing. */
+export function own<T>(map: Record<string, T>, key: string): T | undefined {
+  return Object.prototype.hasOwnProperty.call(map, key) ? map[key] : undefined;
+}
+
+/** Adds `batch=1` to a socket URL's query, unless the URL already says something about it. */
+export function withBatch(url: string): string {
+  if (/[?&]batch=/.test(url)) return url;
+  return url + (url.includes('?') ? '&' : '?') + 'batch=1';
+}
+
+type JSONObject = Record<string, unknown>;
+
+function isObject(value: unknown): value is JSONObject {
+  return typeof value === 'object' && value !== null && !Array.isArray(value);
+}
+
+/**
+ * Accepts a decoded line only if it has the shape of an event: a string
+ * `event`, an object `payload` and, when present, an `mq` with a string
+ * exchange. Anything else would reach callbacks as garbage.
+ */
+function asEvent(value: unknown): ServerEvent | null {
+  if (!isObject(value) || typeof value.event !== 'string' || !isObject(value.payload)) return null;
+  const mq = value.mq;
+  if (mq !== undefined && mq !== null && !(isObject(mq) && typeof mq.e === 'string')) return null;
+  return value as unknown as ServerEvent;
+}
+
+/**
+ * Splits a frame into its events. A server that batches (`?batch=1`) puts
+ * several compact JSON objects in one frame, one per line; one that does not
+ * sends a single object, which is the same thing with one line. Lines that
+ * are not valid events are skipped with a debug message: a bad line must
+ * neither close the connection nor reach a callback.
+ */
+export function parseFrame(data: unknown): ServerEvent[] {
+  // The server sends text frames only (PROTOCOL.md), which both browsers and
+  // the `ws` package deliver as strings.
+  if (typeof data !== 'string') {
+    console.debug('Myxi: skipped a frame', data);
+    return [];
+  }
+  const events: ServerEvent[] = [];
+  for (const line of data.split('\n')) {
+    if (!line.trim()) continue;
+    let value: unknown;
+    try {
+      value = JSON.parse(line);
+    } catch {
+      value = undefined;
+    }
+    const event = asEvent(value);
+    if (event) events.push(event);
+    else console.debug('Myxi: skipped a line', line);
+  }
+  return events;
+}

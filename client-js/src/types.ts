@@ -1,0 +1,103 @@
+// Public types of the client: the wire shapes of PROTOCOL.md and the
+// options and callbacks of the API. No runtime code lives here.
+
+/** Any JSON value. The server copies an action's tag onto every reply. */
+export type Tag = unknown;
+
+/** An event's or an action's payload: a JSON object. */
+export type Payload = Record<string, unknown>;
+
+/**
+ * A routing key as the application gives it. The server echoes numbers as
+ * numbers; `null`, `undefined` and `""` all mean the exchange as a whole.
+ */
+export type RoutingKey = string | number | null | undefined;
+
+/** Where an application event came from: exchange and routing key (always a string). */
+export interface Mq {
+  e: string;
+  rk: string;
+}
+
+/** One event from the server, as decoded from its JSON line. */
+export interface ServerEvent<P extends object = Payload> {
+  event: string;
+  tag?: Tag;
+  payload: P;
+  mq?: Mq;
+}
+
+/** `'open'` is ready for subscriptions when no authentication hook is set. */
+export type ConnectionState = 'connecting' | 'open' | 'authenticated' | 'closed';
+
+/**
+ * - `pending`: wanted, waiting for the connection to be ready (or for a retry);
+ * - `subscribing`: Subscribe sent, no answer yet;
+ * - `subscribed`: the server confirmed it, events flow;
+ * - `unsubscribed`: ended (by `unsubscribe()`, a refusal or the server); it
+ *   is out of `connection.subscriptions` and never comes back.
+ */
+export type SubscriptionState = 'pending' | 'subscribing' | 'subscribed' | 'unsubscribed';
+
+/** What `SocketDisconnected` and `SocketClosed` listeners receive. */
+export interface CloseInfo {
+  /** The WebSocket close code (1006 when the connection failed or dropped). */
+  code: number;
+  reason: string;
+  /** Milliseconds until the next connection attempt; `null` when none will be made. */
+  reconnectIn: number | null;
+}
+
+/** Capped exponential backoff with full jitter (milliseconds). */
+export interface BackoffOptions {
+  /** Ceiling of the first delay. Default 1000. */
+  initial?: number;
+  /** Largest ceiling. Default 30000. */
+  max?: number;
+  /** Growth of the ceiling per attempt. Default 2. */
+  factor?: number;
+}
+
+/**
+ * The part of a WebSocket the client uses: the browser's `WebSocket` and the
+ * `ws` package's class both fit. The handler properties are typed `unknown`
+ * so that both libraries' own event types are accepted.
+ */
+export interface WebSocketLike {
+  readonly readyState: number;
+  send(data: string): void;
+  close(code?: number, reason?: string): void;
+  onopen: unknown;
+  onmessage: unknown;
+  onclose: unknown;
+  onerror: unknown;
+}
+
+export type WebSocketConstructor = new (url: string) => WebSocketLike;
+
+export interface ConnectionOptions {
+  /** WebSocket implementation, e.g. `import WebSocket from 'ws'`. Default: `globalThis.WebSocket`. */
+  WebSocket?: WebSocketConstructor;
+  /** Ask the server for batched frames (`?batch=1`). Default true. */
+  batch?: boolean;
+  /** Fixed delay before reconnecting, in ms. Default 5000 (as in myxi 1.x). */
+  reconnectDelay?: number;
+  /**
+   * Reconnect with capped exponential backoff and full jitter instead of the
+   * fixed delay: `true` for the defaults or the settings. A close with code
+   * 1013 (server overloaded) always backs off.
+   */
+  backoff?: boolean | BackoffOptions;
+  /** Default timeout of `request()`, in ms; 0 for none. Default 10000. */
+  requestTimeout?: number;
+  /**
+   * Called when a listener, message handler or the authentication hook
+   * throws; the other listeners still run. Default: `console.error`.
+   */
+  onCallbackError?: (error: unknown, event: string) => void;
+}
+
+export interface RequestOptions {
+  /** Milliseconds before the promise rejects with `Timeout`; 0 for none. */
+  timeout?: number;
+}

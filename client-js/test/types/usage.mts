@@ -1,0 +1,93 @@
+// Type-level usage of the package as an ES module in Node. Compiled, never
+// run: `@ts-expect-error` lines prove the types reject what they should.
+
+import WebSocket from 'ws';
+import {
+  Connection,
+  MyxiError,
+  Subscription,
+  connectFromMeta,
+  type CloseInfo,
+  type ConnectionOptions,
+  type ConnectionState,
+  type Mq,
+  type ServerEvent,
+  type SubscriptionState,
+  type Tag,
+} from 'myxi';
+
+const options: ConnectionOptions = {
+  WebSocket, // the ws package's class fits
+  batch: true,
+  reconnectDelay: 5000,
+  backoff: { initial: 1000, max: 30000, factor: 2 },
+  requestTimeout: 10000,
+  onCallbackError: (error: unknown, event: string) => console.log(error, event),
+};
+const connection = new Connection('ws://localhost:5005/', options);
+new Connection('ws://localhost:5005/', { backoff: true });
+
+connection.authentication(function () {
+  this.on('Authenticated', () => this.isAuthenticated());
+  this.sendAction('Authenticate', { session_token: 'x' });
+});
+
+interface Qty {
+  quantity: number;
+}
+const subscription: Subscription = connection.subscribe('widgets', 42);
+connection.subscribe('widgets', '42');
+connection.subscribe('widgets');
+const stop: () => void = subscription.on<Qty>('WidgetQtyChanged', function (payload, tag: Tag) {
+  const n: number = payload.quantity;
+  const self: Subscription = this;
+  console.log(n, tag, self.key());
+});
+stop();
+subscription.off('WidgetQtyChanged');
+subscription.addMessageHandler('view', (event: string, payload, tag, param) => console.log(event, payload, tag, param), {});
+const removed: boolean = subscription.removeMessageHandler('view');
+const subscribed: boolean = subscription.subscribed;
+const subscriptionState: SubscriptionState = subscription.state;
+const key: string = Subscription.keyFor('widgets', 42);
+const same: Subscription | undefined = connection.subscriptions[key];
+const unsubscribed: boolean = subscription.unsubscribe();
+
+connection.on('Hello', (payload, tag, mq: Mq | undefined) => console.log(payload.anything, tag, mq?.rk));
+connection.on('SocketClosed', (info: CloseInfo) => console.log(info.code, info.reason, info.reconnectIn));
+connection.on('SocketMessageReceived', (event: ServerEvent) => console.log(event.event, event.payload));
+connection.on('SocketConnected', () => {});
+connection.off('Hello');
+connection.off();
+
+const sent: boolean = connection.sendAction('SayHello', { name: 'Adam' }, 'tag-1');
+async function ask(): Promise<number> {
+  try {
+    const answer = await connection.request<{ time: number }>('Ping', {}, { timeout: 1000 });
+    return answer.payload.time;
+  } catch (error) {
+    if (error instanceof MyxiError) console.log(error.error, error.event?.payload);
+    return 0;
+  }
+}
+const state: ConnectionState = connection.state;
+const flags: boolean[] = [connection.connected, connection.authenticated];
+const id: string | null = connection.sessionId;
+connection.disconnect();
+connection.connect();
+connectFromMeta({ WebSocket }, { querySelector: () => null });
+
+// @ts-expect-error: an exchange is a string
+connection.subscribe(42, 1);
+// @ts-expect-error: routing keys are strings or numbers
+connection.subscribe('widgets', { id: 1 });
+// @ts-expect-error: no such state
+const bogus: ConnectionState = 'reconnecting';
+// @ts-expect-error: close listeners get CloseInfo
+connection.on('SocketClosed', (info: string) => info);
+// @ts-expect-error: internals are not part of the types
+subscription._state;
+// @ts-expect-error: a WebSocket needs send and close
+new Connection('ws://x', { WebSocket: class {} });
+
+export { ask, bogus, flags, id, removed, same, sent, state, subscribed, subscriptionState, unsubscribed };
