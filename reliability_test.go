@@ -260,3 +260,24 @@ func TestSoakMalformedFrames(t *testing.T) {
 	good.Send("Ping", "after", nil)
 	good.Expect("Pong")
 }
+
+// A connection that never completes its handshake is closed after the
+// HandshakeTimeout.
+func TestHandshakeTimeout(t *testing.T) {
+	ts := startServer(t, "memory", func(c *myxi.Config) { c.Limits.HandshakeTimeout = 200 * time.Millisecond })
+	conn, err := net.Dial("tcp", strings.TrimPrefix(ts.HTTP, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	_, _ = conn.Write([]byte("GET / HTTP/1.1\r\nHost: x\r\n")) // and never the end of the headers
+	_ = conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	start := time.Now()
+	_, err = io.ReadAll(conn)
+	if err != nil {
+		t.Fatalf("want the server to close the connection, got %v", err)
+	}
+	if took := time.Since(start); took > 3*time.Second {
+		t.Fatalf("closed after %v", took)
+	}
+}
