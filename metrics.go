@@ -60,7 +60,7 @@ func newMetrics() *metrics {
 			Name: "myxi_sessions_authenticated", Help: "Live sessions with an authenticated user."}),
 		latency: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "myxi_delivery_latency_seconds",
-			Help:    "Time from an event's arrival from the broker to its write to a client socket.",
+			Help:    "Time from an event's arrival from the broker to its write to a client socket (sampled once per socket write).",
 			Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5},
 		}),
 	}

@@ -287,10 +287,8 @@ func (c *conn) flush(w *writer) error {
 		_, err = vec.WriteTo(c.ws.NetConn())
 		c.writeStarted.Store(0)
 	}
-	if err == nil {
-		for _, f := range frames {
-			c.observe(f)
-		}
+	if err == nil && len(frames) > 0 {
+		c.observe(frames)
 	}
 	clear(iov)
 	w.iov = iov[:0]
@@ -319,11 +317,16 @@ func (c *conn) writeRaw(b []byte) error {
 	return err
 }
 
-// observe counts a written frame and, for a broadcast, its latency.
-func (c *conn) observe(f *frame) {
-	c.srv.metrics.delivered.Inc()
-	if f.shared {
-		c.srv.metrics.latency.Observe(time.Since(f.received).Seconds())
+// observe counts written frames and samples the delivery latency once per
+// socket write (of its oldest broadcast): per-event observations from
+// every writer contend on the histogram's counters at fan-out rates.
+func (c *conn) observe(frames []*frame) {
+	c.srv.metrics.delivered.Add(float64(len(frames)))
+	for _, f := range frames {
+		if f.shared {
+			c.srv.metrics.latency.Observe(time.Since(f.received).Seconds())
+			return
+		}
 	}
 }
 
