@@ -4,7 +4,7 @@ GO ?= go
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 FUZZTIME ?= 10s
 
-.PHONY: run demo test test-go test-js test-e2e lint fuzz bench generate deps
+.PHONY: run demo test test-go test-broker-outage test-js test-e2e lint fuzz bench generate deps
 
 run: ## the standalone server with an open "widgets" exchange, embedded broker
 	$(GO) run ./server -exchanges widgets
@@ -16,7 +16,7 @@ deps: ## what the tests need: Go modules and the npm devDependencies
 	$(GO) mod download
 	npm ci --no-audit --no-fund
 
-test: deps lint test-go fuzz test-js test-e2e ## every test
+test: deps lint test-go test-broker-outage fuzz test-js test-e2e ## every test
 
 lint:
 	@test -z "$$(gofmt -l . | grep -v '^node_modules/')" || { echo "gofmt needed:"; gofmt -l . | grep -v '^node_modules/'; exit 1; }
@@ -25,6 +25,9 @@ lint:
 
 test-go:
 	$(GO) test -race -count=1 ./...
+
+test-broker-outage: ## stops and restarts RabbitMQ: runs alone, after the other Go tests
+	MYXI_BROKER_STOP_TEST=1 $(GO) test -race -count=1 -run '^TestBrokerOutage$$' -v .
 
 fuzz: ## each fuzz target for a short, bounded time
 	@for target in $$($(GO) test -list '^Fuzz' ./internal/protocol | grep '^Fuzz'); do \
