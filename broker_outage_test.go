@@ -52,9 +52,9 @@ func TestBrokerOutage(t *testing.T) {
 		t.Fatal("Push succeeded with the broker stopped")
 	}
 
-	rabbitmqctl("start_app")
-	rabbitmqctl("await_startup", "--timeout", "60")
+	rabbitmqctl("start_app") // returns once the broker runs and accepts connections
 	back := time.Now()
+	rabbitmqctl("await_startup", "--timeout", "60")
 	testutil.Eventually(t, 30*time.Second, "the node to reconnect", ts.Broker.Ready)
 	ts.push(t, "before", "AfterOutage", nil)
 	c.Expect("AfterOutage")
