@@ -21,7 +21,7 @@ type config struct {
 	URL      string
 	AMQP     string
 	Exchange string
-	Publish  string // "amqp" (what an application does today); "http" is the seam for the coming publish API
+	Publish  string // "amqp" (to RabbitMQ) or "http" (the server's publish API)
 
 	Conns    int
 	Keys     int
@@ -99,7 +99,7 @@ func parseConfig(args []string, stderr io.Writer) (*config, error) {
 	fs.StringVar(&c.URL, "url", "ws://127.0.0.1:5005/", "server WebSocket URL (loopback only)")
 	fs.StringVar(&c.AMQP, "amqp", defaultAMQP(), "RabbitMQ URL to publish through (loopback only; default $RABBITMQ_URL)")
 	fs.StringVar(&c.Exchange, "exchange", "bench", "Myxi exchange (= RabbitMQ direct exchange) to subscribe to and publish on")
-	fs.StringVar(&c.Publish, "publish", "amqp", "how events are published: amqp (as an application does); http is reserved for the HTTP publish API")
+	fs.StringVar(&c.Publish, "publish", "amqp", "how events are published: amqp (to RabbitMQ, as an application does) or http (POST /api/publish with MYXI_API_KEY)")
 	fs.IntVar(&c.Conns, "conns", 200, "number of WebSocket clients")
 	fs.IntVar(&c.Keys, "keys", 10, "routing keys k0..k{C-1}; clients are spread evenly over them (client i takes key i mod C)")
 	fs.Float64Var(&c.Rate, "rate", 100, "events per second published in total, round-robin over the keys (0 = publish nothing)")

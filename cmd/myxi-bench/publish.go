@@ -10,9 +10,8 @@ import (
 // seq to key seq mod keys, through a publisher.
 
 // publisher is how events reach the server. amqpPublisher publishes to
-// RabbitMQ exactly as an application does. The HTTP publish API, once it
-// exists, gets an httpPublisher behind this same interface (selected with
-// -publish http in newPublisher).
+// RabbitMQ exactly as an application does; httpPublisher through a
+// server's HTTP publish API (-publish http).
 type publisher interface {
 	// publish sends one event; an error means it did not reach the broker.
 	// The body may be reused once publish returns.
@@ -35,7 +34,7 @@ func newPublisher(ctx context.Context, cfg *config) (publisher, error) {
 		}
 		return newAMQPPublisher(ctx, cfg.AMQP, cfg.Exchange, cfg.Confirm, wait)
 	case "http":
-		return nil, errors.New("-publish http: the HTTP publish API does not exist yet (add an httpPublisher in publish_http.go)")
+		return newHTTPPublisher(cfg.URL, cfg.Exchange)
 	}
 	return nil, errors.New("unknown -publish " + cfg.Publish)
 }
