@@ -21,11 +21,12 @@ package rabbitmq
 
 import (
 	"context"
-	"crypto/rand"
+	crand "crypto/rand"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -50,7 +51,9 @@ type Config struct {
 	// `rabbitmqctl list_connections name`. Default "myxi <random id>".
 	ConnectionName string
 	// ReconnectMin and ReconnectMax bound the backoff between reconnection
-	// attempts. Defaults 100ms and 5s.
+	// attempts (each delay jittered by ±20% so that nodes do not retry in
+	// step). Defaults 100ms and 2s: a node is back within about 2s of the
+	// broker accepting connections again.
 	ReconnectMin, ReconnectMax time.Duration
 	// DialTimeout bounds one connection attempt. Default 5s.
 	DialTimeout time.Duration
@@ -108,7 +111,7 @@ func New(cfg Config) (*Broker, error) {
 		cfg.ReconnectMin = 100 * time.Millisecond
 	}
 	if cfg.ReconnectMax <= 0 {
-		cfg.ReconnectMax = 5 * time.Second
+		cfg.ReconnectMax = 2 * time.Second
 	}
 	if cfg.DialTimeout <= 0 {
 		cfg.DialTimeout = 5 * time.Second
@@ -171,7 +174,7 @@ func (b *Broker) supervise(ctx context.Context, sess *session) {
 			select {
 			case <-ctx.Done():
 				return
-			case <-time.After(delay):
+			case <-time.After(jitter(delay)):
 			}
 			delay = min(delay*2, b.cfg.ReconnectMax)
 			var err error
@@ -497,9 +500,14 @@ func (b *Broker) Close() error {
 	return nil
 }
 
+// jitter spreads d by ±20%.
+func jitter(d time.Duration) time.Duration {
+	return d + time.Duration((rand.Float64()*0.4-0.2)*float64(d))
+}
+
 func randomID() string {
 	var id [8]byte
-	_, _ = rand.Read(id[:])
+	_, _ = crand.Read(id[:])
 	return hex.EncodeToString(id[:])
 }
 
