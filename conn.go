@@ -33,8 +33,8 @@ type conn struct {
 	cancel context.CancelFunc
 	queue  sendQueue
 
-	pong         pongSlot    // a ping's payload the writer must answer
-	pingDue      atomic.Bool // the keepalive timer asks for a ping
+	pong         atomic.Pointer[string] // a ping's payload the writer must answer
+	pingDue      atomic.Bool            // the keepalive timer asks for a ping
 	pingMu       sync.Mutex
 	pingTimer    *time.Timer   // guarded by pingMu
 	writing      atomic.Bool   // a writer goroutine is running

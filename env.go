@@ -51,17 +51,14 @@ func configFrom(getenv func(string) string, logger *slog.Logger) (Config, error)
 	if cfg.NodeID == "" {
 		cfg.NodeID = newID()
 	}
-	port := "5005"
-	for _, name := range []string{EnvPort, EnvPortLegacy, EnvPortGeneric} {
-		if v := strings.TrimSpace(getenv(name)); v != "" {
-			if n, err := strconv.Atoi(v); err != nil || n < 0 || n > 65535 {
-				return Config{}, fmt.Errorf("%s=%q: not a port number", name, v)
-			}
-			port = v
-			break
-		}
+	port, from, err := PortFromEnv(getenv)
+	if err != nil {
+		return Config{}, err
 	}
-	cfg.Addr = net.JoinHostPort(strings.TrimSpace(getenv(EnvBindAddress)), port)
+	if from == "" {
+		port = 5005
+	}
+	cfg.Addr = net.JoinHostPort(strings.TrimSpace(getenv(EnvBindAddress)), strconv.Itoa(port))
 	cfg.AllowedOrigins = splitList(getenv(EnvAllowedOrigins))
 	cfg.TrustedProxies = splitList(getenv(EnvTrustedProxies))
 	if v := getenv(EnvDrainPeriod); v != "" {
@@ -83,6 +80,25 @@ func configFrom(getenv func(string) string, logger *slog.Logger) (Config, error)
 		cfg.Broker = b
 	}
 	return cfg, nil
+}
+
+// PortFromEnv returns the listen port the environment asks for and the
+// variable that set it: MYXI_PORT, else MIXI_PORT (myxi 1.x's spelling),
+// else PORT. With none set, variable is "". A value that is not a port
+// (0-65535; 0 lets the system choose) is an error naming its variable.
+func PortFromEnv(getenv func(string) string) (port int, variable string, err error) {
+	for _, name := range []string{EnvPort, EnvPortLegacy, EnvPortGeneric} {
+		v := strings.TrimSpace(getenv(name))
+		if v == "" {
+			continue
+		}
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 0 || n > 65535 {
+			return 0, name, fmt.Errorf("%s=%q: not a port number (0-65535)", name, v)
+		}
+		return n, name, nil
+	}
+	return 0, "", nil
 }
 
 func splitList(v string) []string {

@@ -15,6 +15,10 @@ import (
 	"github.com/gorilla/websocket"
 	"github.com/labstack/echo/v4"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/myxi/myxi/broker"
+	"github.com/myxi/myxi/broker/memory"
+	"github.com/myxi/myxi/broker/rabbitmq"
 )
 
 // Mount adds Myxi to an application's echo server: WebSocket upgrades at
@@ -126,7 +130,6 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	hs := &http.Server{
 		Handler:           s.Handler(),
 		ReadHeaderTimeout: s.cfg.Limits.HandshakeTimeout,
-		ErrorLog:          nil,
 	}
 	s.log.Info("myxi listening", "addr", addr.String(), "broker", brokerName(s.broker), "exchanges", len(s.cfg.Exchanges))
 	served := make(chan error, 1)
@@ -150,15 +153,14 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	return err
 }
 
-func brokerName(b any) string {
-	switch t := fmt.Sprintf("%T", b); {
-	case strings.Contains(t, "memory"):
+func brokerName(b broker.Broker) string {
+	switch b.(type) {
+	case *memory.Broker:
 		return "embedded"
-	case strings.Contains(t, "rabbitmq"):
+	case *rabbitmq.Broker:
 		return "rabbitmq"
-	default:
-		return t
 	}
+	return fmt.Sprintf("%T", b)
 }
 
 // newOriginChecker implements PROTOCOL.md's origin rule: no Origin header,

@@ -315,7 +315,7 @@ func (s *Server) watchdog() {
 			return
 		case now := <-ticker.C:
 			for _, c := range s.snapshot() {
-				if since := c.stuckSince(); since != 0 && now.Sub(time.Unix(0, since)) > timeout {
+				if since := c.writeStarted.Load(); since != 0 && now.Sub(time.Unix(0, since)) > timeout {
 					c.log.Warn("write stuck, dropping the connection", "write_timeout", timeout)
 					c.abort()
 				}

@@ -7,7 +7,6 @@ import (
 	"io"
 	"net"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/gorilla/websocket"
@@ -276,17 +275,7 @@ func (c *conn) flush(w *writer) error {
 			iov = append(iov, f.wire)
 		}
 	}
-	var err error
-	switch len(iov) {
-	case 0:
-	case 1: // the common case at fan-out: write(2) rather than writev(2)
-		err = c.writeRaw(iov[0])
-	default:
-		c.writeStarted.Store(time.Now().UnixNano())
-		vec := iov
-		_, err = vec.WriteTo(c.ws.NetConn())
-		c.writeStarted.Store(0)
-	}
+	err := c.write(iov)
 	if err == nil && len(frames) > 0 {
 		c.observe(frames)
 	}
@@ -309,11 +298,20 @@ func growCap(b []byte, n int) []byte {
 
 var newline = []byte{'\n'}
 
-// writeRaw writes one prepared control frame.
-func (c *conn) writeRaw(b []byte) error {
+// write writes prepared frame bytes to the socket: write(2) for one buffer
+// (the common case at fan-out), writev(2) for several. writeStarted lets
+// the watchdog see a write that is stuck.
+func (c *conn) write(iov net.Buffers) error {
+	if len(iov) == 0 {
+		return nil
+	}
 	c.writeStarted.Store(time.Now().UnixNano())
-	_, err := c.ws.NetConn().Write(b)
-	c.writeStarted.Store(0)
+	defer c.writeStarted.Store(0)
+	if len(iov) == 1 {
+		_, err := c.ws.NetConn().Write(iov[0])
+		return err
+	}
+	_, err := iov.WriteTo(c.ws.NetConn())
 	return err
 }
 
@@ -329,10 +327,6 @@ func (c *conn) observe(frames []*frame) {
 		}
 	}
 }
-
-// stuckSince reports when the current write began, or 0 when none is in
-// progress.
-func (c *conn) stuckSince() int64 { return c.writeStarted.Load() }
 
 // abort drops a connection whose socket failed: no close frame can be
 // written, and closing the socket ends the reader's blocked read.
@@ -366,6 +360,3 @@ func (c *conn) finish(w *writer) {
 	}
 	_ = c.ws.SetReadDeadline(time.Now().Add(closeGrace))
 }
-
-// pongSlot holds the payload of a ping the writer has yet to answer.
-type pongSlot = atomic.Pointer[string]

@@ -64,7 +64,7 @@ func run(ctx context.Context, logger *slog.Logger, dbPath string) error {
 	if err != nil {
 		return err
 	}
-	if !portFromEnv() {
+	if _, from, _ := myxi.PortFromEnv(os.Getenv); from == "" { // a bad value already failed ConfigFromEnv
 		cfg.Addr = net.JoinHostPort(os.Getenv(myxi.EnvBindAddress), defaultPort) // the demo's port, not Myxi's 5005
 	}
 	cfg.Exchanges = exchanges(store)
@@ -113,15 +113,6 @@ func run(ctx context.Context, logger *slog.Logger, dbPath string) error {
 		logger.Warn("http shutdown", "err", err)
 	}
 	return srv.Shutdown(stopCtx)
-}
-
-func portFromEnv() bool {
-	for _, name := range []string{myxi.EnvPort, myxi.EnvPortLegacy, myxi.EnvPortGeneric} {
-		if strings.TrimSpace(os.Getenv(name)) != "" {
-			return true
-		}
-	}
-	return false
 }
 
 // brokerLabel names the broker for people: RabbitMQ's host, never its

@@ -51,16 +51,13 @@ var EnvVars = []EnvVar{
 // getenv (os.Getenv in the server). A value that cannot be parsed is an
 // error naming the variable.
 func (c *Config) ApplyEnv(getenv func(string) string) error {
-	for _, name := range []string{myxi.EnvPort, myxi.EnvPortLegacy, myxi.EnvPortGeneric} {
-		if v := strings.TrimSpace(getenv(name)); v != "" {
-			port, err := ParsePort(v)
-			if err != nil {
-				return fmt.Errorf("%s=%q: %w", name, v, err)
-			}
-			c.Server.Port = port
-			c.Set("server.port", name)
-			break
-		}
+	port, from, err := myxi.PortFromEnv(getenv)
+	if err != nil {
+		return err
+	}
+	if from != "" {
+		c.Server.Port = port
+		c.Set("server.port", from)
 	}
 	str := func(name, key string, dst *string) {
 		if v := strings.TrimSpace(getenv(name)); v != "" {
