@@ -2,7 +2,6 @@ package testutil
 
 import (
 	"context"
-	"fmt"
 	"os/exec"
 	"strings"
 	"testing"
@@ -49,5 +48,5 @@ func Eventually(tb testing.TB, timeout time.Duration, what string, cond func() b
 	}
 }
 
-// FreePortURL returns an AMQP URL where nothing listens.
-func FreePortURL() string { return fmt.Sprintf("amqp://guest:guest@127.0.0.1:%d/", 1) }
+// DeadURL is an AMQP URL where nothing listens (port 1).
+const DeadURL = "amqp://guest:guest@127.0.0.1:1/"

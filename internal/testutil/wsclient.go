@@ -2,6 +2,7 @@ package testutil
 
 import (
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"strings"
 	"testing"
@@ -113,7 +114,8 @@ func (c *Client) NextWithin(d time.Duration) (Event, error) {
 	for _, line := range strings.Split(string(data), "\n") {
 		var ev Event
 		if err := json.Unmarshal([]byte(line), &ev); err != nil {
-			c.tb.Fatalf("server sent a non-JSON event %q: %v", line, err)
+			// An error, not Fatalf: NextWithin may run off the test's goroutine.
+			return Event{}, fmt.Errorf("server sent a non-JSON event %q: %w", line, err)
 		}
 		ev.Raw = []byte(line)
 		c.pending = append(c.pending, ev)
