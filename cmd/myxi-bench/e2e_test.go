@@ -1,7 +1,6 @@
 package main
 
 import (
-
 	"bytes"
 	"encoding/json"
 	"fmt"
