@@ -38,8 +38,9 @@ func writerPair(t *testing.T, batch bool) (*conn, *websocket.Conn) {
 	t.Cleanup(func() { ws.Close() })
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
-	c := &conn{srv: srv, ws: ws, batch: batch, ctx: ctx, cancel: cancel, log: srv.log}
-	c.queue = sendQueue{maxItems: 1024, maxBytes: 1 << 20}
+	c := &conn{srv: srv, ctx: ctx, cancel: cancel}
+	c.transport.init(ws.NetConn(), srv.cfg.Limits)
+	c.batch, c.log, c.m = batch, srv.log, srv.metrics
 	return c, client
 }
 
@@ -51,7 +52,7 @@ func writeAll(t *testing.T, c *conn, frames []*frame) error {
 			t.Fatal("queue full")
 		}
 	}
-	return c.flush(&writer{})
+	return c.flush()
 }
 
 func readFrame(t *testing.T, ws *websocket.Conn) string {

@@ -5,7 +5,9 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"slices"
+	"time"
 
 	"github.com/myxi/myxi/broker"
 	"github.com/myxi/myxi/internal/protocol"
@@ -42,83 +44,139 @@ func exchangeName(raw json.RawMessage) (string, bool) {
 }
 
 // keyList returns the raw routing keys a payload names: routing_keys when
-// present (it must be an array), else routing_key.
-func (p subscriptionPayload) keyList() ([]json.RawMessage, bool) {
+// present (a non-empty array), else routing_key. A malformed list gets a
+// message for the client saying why.
+func (p subscriptionPayload) keyList() ([]json.RawMessage, string) {
 	if len(p.RoutingKeys) == 0 || string(p.RoutingKeys) == "null" {
-		return []json.RawMessage{p.RoutingKey}, true
+		return []json.RawMessage{p.RoutingKey}, ""
 	}
 	var keys []json.RawMessage
 	if p.RoutingKeys[0] != '[' || json.Unmarshal(p.RoutingKeys, &keys) != nil {
-		return nil, false
+		return nil, "routing_keys: must be an array of strings"
 	}
-	return keys, true
+	if len(keys) == 0 {
+		return nil, "routing_keys: must not be empty"
+	}
+	return keys, ""
 }
 
 func echoExchange(raw json.RawMessage) json.RawMessage { return protocol.EchoKey(raw) }
 
-func (c *conn) subscribe(ctx context.Context, a protocol.Action) {
+func (c *conn) subscribe(ctx context.Context, a protocol.Action) string {
 	p, ok := decodeSubscriptionPayload(a.Payload)
 	if !ok {
-		c.sendError(a.Tag, protocol.ErrInvalidPayload, nil)
-		return
+		c.sendError(a.Tag, protocol.ErrInvalidPayload, "payload: not a valid Subscribe payload", nil)
+		return protocol.ErrInvalidPayload
 	}
 	exchange, ok := exchangeName(p.Exchange)
+	if !ok {
+		c.sendError(a.Tag, protocol.ErrInvalidExchange, "exchange: must be a string", map[string]any{"exchange": echoExchange(p.Exchange)})
+		return protocol.ErrInvalidExchange
+	}
 	authorize := c.srv.cfg.Exchanges[exchange]
-	if !ok || authorize == nil {
-		c.sendError(a.Tag, protocol.ErrInvalidExchange, map[string]any{"exchange": echoExchange(p.Exchange)})
-		return
+	if authorize == nil {
+		c.sendError(a.Tag, protocol.ErrInvalidExchange, fmt.Sprintf("exchange: no exchange named %q on this server", truncateUTF8(exchange, 64)), map[string]any{"exchange": exchange})
+		return protocol.ErrInvalidExchange
 	}
-	keys, ok := p.keyList()
-	if !ok || len(keys) == 0 {
-		c.sendError(a.Tag, protocol.ErrInvalidPayload, map[string]any{"exchange": exchange})
-		return
+	keys, msg := p.keyList()
+	if msg != "" {
+		c.sendError(a.Tag, protocol.ErrInvalidPayload, msg, map[string]any{"exchange": exchange})
+		return protocol.ErrInvalidPayload
 	}
+	// Each key may cost a broker bind or an authorizer call (a webhook):
+	// the whole action is charged up front, or refused whole.
+	limit := c.srv.cfg.Limits.MaxSubscriptions
+	if !c.chargeKeys(min(len(keys), limit)) {
+		c.sendError(a.Tag, protocol.ErrRateLimited,
+			fmt.Sprintf("subscribing to %d keys now is over the rate limit; nothing was subscribed, retry later", len(keys)),
+			map[string]any{"exchange": exchange, "routing_keys": echoKeys(keys)})
+		return protocol.ErrRateLimited
+	}
+	var refused []json.RawMessage
 	for _, raw := range keys {
-		c.subscribeOne(ctx, a.Tag, exchange, authorize, raw)
+		if !c.subscribeOne(ctx, a.Tag, exchange, authorize, raw) {
+			refused = append(refused, protocol.EchoKey(raw))
+		}
 	}
+	if len(refused) > 0 {
+		c.sendError(a.Tag, protocol.ErrTooManySubscriptions,
+			fmt.Sprintf("a session may hold %d subscriptions; %d keys were refused", limit, len(refused)),
+			map[string]any{"exchange": exchange, "routing_keys": refused, "limit": limit})
+		return protocol.ErrTooManySubscriptions
+	}
+	return "ok"
 }
 
-func (c *conn) subscribeOne(ctx context.Context, tag json.RawMessage, exchange string, authorize AuthorizeFunc, raw json.RawMessage) {
+// chargeKeys takes n tokens from the session's key bucket, or none.
+func (c *conn) chargeKeys(n int) bool {
+	return c.keys == nil || n == 0 || c.keys.AllowN(time.Now(), n)
+}
+
+func echoKeys(keys []json.RawMessage) []json.RawMessage {
+	out := make([]json.RawMessage, len(keys))
+	for i, k := range keys {
+		out[i] = protocol.EchoKey(k)
+	}
+	return out
+}
+
+// rateLimitedKeys is the detail of a RateLimited reply to a Subscribe or
+// Unsubscribe refused whole: its exchange and keys, as sent.
+func rateLimitedKeys(payload json.RawMessage) map[string]any {
+	p, ok := decodeSubscriptionPayload(payload)
+	if !ok {
+		return nil
+	}
+	keys, msg := p.keyList()
+	if msg != "" {
+		return map[string]any{"exchange": echoExchange(p.Exchange)}
+	}
+	return map[string]any{"exchange": echoExchange(p.Exchange), "routing_keys": echoKeys(keys)}
+}
+
+// subscribeOne subscribes the session to one key and replies, except
+// when the session is at its subscription limit: it then reports false
+// and the caller refuses all such keys in one reply.
+func (c *conn) subscribeOne(ctx context.Context, tag json.RawMessage, exchange string, authorize AuthorizeFunc, raw json.RawMessage) bool {
 	echo := protocol.EchoKey(raw)
-	details := map[string]any{"exchange": exchange, "routing_key": echo}
+	details := func() map[string]any { return map[string]any{"exchange": exchange, "routing_key": echo} }
 	key, err := protocol.RoutingKey(raw)
 	if err != nil {
-		c.sendError(tag, protocol.ErrInvalidPayload, details)
-		return
+		c.sendError(tag, protocol.ErrInvalidPayload, "routing_key: must be a string, a number or null", details())
+		return true
 	}
 	if len(key) > protocol.MaxRoutingKeyBytes {
-		c.sendError(tag, protocol.ErrInvalidRoutingKey, details)
-		return
+		c.sendError(tag, protocol.ErrInvalidRoutingKey, fmt.Sprintf("routing_key: longer than %d bytes", protocol.MaxRoutingKeyBytes), details())
+		return true
 	}
 
 	c.subMu.Lock()
 	defer c.subMu.Unlock()
 	if c.subsClosed {
-		return
+		return true
 	}
 	if _, dup := c.subs[exchange][key]; dup {
-		c.sendError(tag, protocol.ErrAlreadySubscribed, details)
-		return
+		c.sendError(tag, protocol.ErrAlreadySubscribed, "routing_key: this session is already subscribed to it", details())
+		return true
 	}
 	if c.nsubs >= c.srv.cfg.Limits.MaxSubscriptions {
-		c.sendError(tag, protocol.ErrTooManySubscriptions, details)
-		return
+		return false
 	}
 	allowed, err := c.authorize(ctx, authorize, tag, key)
 	if err != nil {
 		c.reportError(tag, "authorize "+exchange, err)
-		return
+		return true
 	}
 	if !allowed {
-		c.sendError(tag, protocol.ErrSubscriptionDenied, details)
-		return
+		c.sendError(tag, protocol.ErrSubscriptionDenied, "the exchange's authorizer refused this key to this session", details())
+		return true
 	}
 	if err := c.srv.hub.Subscribe(ctx, exchange, key, c); err != nil {
-		if !errors.Is(err, broker.ErrUnavailable) {
+		if !errors.Is(err, broker.ErrUnavailable) && !errors.Is(err, context.DeadlineExceeded) {
 			c.log.Error("subscribe failed", "exchange", exchange, "routing_key", key, "err", err)
 		}
-		c.sendError(tag, protocol.ErrBrokerUnavailable, details)
-		return
+		c.sendError(tag, protocol.ErrBrokerUnavailable, "the broker is unreachable right now; retry later", details())
+		return true
 	}
 	if c.subs == nil {
 		c.subs = make(map[string]map[string]json.RawMessage)
@@ -129,7 +187,8 @@ func (c *conn) subscribeOne(ctx context.Context, tag json.RawMessage, exchange s
 	c.subs[exchange][key] = slices.Clone(echo)
 	c.nsubs++
 	c.srv.metrics.subscriptions.Inc()
-	_ = c.sendEvent(protocol.EventSubscribed, tag, details)
+	_ = c.sendEvent(protocol.EventSubscribed, tag, details())
+	return true
 }
 
 // authorize runs an authorizer, turning a panic into an error.
@@ -159,35 +218,40 @@ func (c *conn) sendUnsubscribed(tag json.RawMessage, exchange, routingKey json.R
 	})
 }
 
-func (c *conn) unsubscribe(ctx context.Context, a protocol.Action) {
+func (c *conn) unsubscribe(ctx context.Context, a protocol.Action) string {
 	p, ok := decodeSubscriptionPayload(a.Payload)
 	if !ok {
-		c.sendError(a.Tag, protocol.ErrInvalidPayload, nil)
-		return
+		c.sendError(a.Tag, protocol.ErrInvalidPayload, "payload: not a valid Unsubscribe payload", nil)
+		return protocol.ErrInvalidPayload
 	}
 	if len(bytes.TrimSpace(p.Exchange)) == 0 || string(p.Exchange) == "null" {
-		c.unsubscribeAll(ctx, a.Tag, nil)
-		return
+		return c.unsubscribeAll(ctx, a.Tag, nil)
 	}
 	exchange, ok := exchangeName(p.Exchange)
 	if !ok {
-		c.sendError(a.Tag, protocol.ErrInvalidExchange, map[string]any{"exchange": echoExchange(p.Exchange)})
-		return
+		c.sendError(a.Tag, protocol.ErrInvalidExchange, "exchange: must be a string", map[string]any{"exchange": echoExchange(p.Exchange)})
+		return protocol.ErrInvalidExchange
 	}
 	exchangeJSON, _ := json.Marshal(exchange)
 	if len(p.RoutingKey) == 0 && len(p.RoutingKeys) == 0 {
-		c.unsubscribeAll(ctx, a.Tag, &exchange)
-		return
+		return c.unsubscribeAll(ctx, a.Tag, &exchange)
 	}
-	keys, ok := p.keyList()
-	if !ok {
-		c.sendError(a.Tag, protocol.ErrInvalidPayload, map[string]any{"exchange": exchange})
-		return
+	keys, msg := p.keyList()
+	if msg != "" {
+		c.sendError(a.Tag, protocol.ErrInvalidPayload, msg, map[string]any{"exchange": exchange})
+		return protocol.ErrInvalidPayload
+	}
+	if !c.chargeKeys(min(len(keys), c.srv.cfg.Limits.MaxSubscriptions)) {
+		c.sendError(a.Tag, protocol.ErrRateLimited,
+			fmt.Sprintf("unsubscribing from %d keys now is over the rate limit; nothing was unsubscribed, retry later", len(keys)),
+			map[string]any{"exchange": exchange, "routing_keys": echoKeys(keys)})
+		return protocol.ErrRateLimited
 	}
 	for _, raw := range keys {
 		key, err := protocol.RoutingKey(raw)
 		if err != nil {
-			c.sendError(a.Tag, protocol.ErrInvalidPayload, map[string]any{"exchange": exchange, "routing_key": protocol.EchoKey(raw)})
+			c.sendError(a.Tag, protocol.ErrInvalidPayload, "routing_key: must be a string, a number or null",
+				map[string]any{"exchange": exchange, "routing_key": protocol.EchoKey(raw)})
 			continue
 		}
 		c.subMu.Lock()
@@ -197,17 +261,32 @@ func (c *conn) unsubscribe(ctx context.Context, a protocol.Action) {
 		// subscribed.
 		c.sendUnsubscribed(a.Tag, exchangeJSON, protocol.EchoKey(raw), false)
 	}
+	return "ok"
 }
 
 // unsubscribeAll removes every subscription (of one exchange when exchange
 // is not nil), one reply per key removed, or one reply when none was.
-func (c *conn) unsubscribeAll(ctx context.Context, tag json.RawMessage, exchange *string) {
+func (c *conn) unsubscribeAll(ctx context.Context, tag json.RawMessage, exchange *string) string {
 	type removed struct {
 		exchange json.RawMessage
 		key      json.RawMessage
 	}
 	var gone []removed
 	c.subMu.Lock()
+	n := c.nsubs
+	if exchange != nil {
+		n = len(c.subs[*exchange])
+	}
+	if !c.chargeKeys(n) {
+		c.subMu.Unlock()
+		details := map[string]any{"exchange": protocol.Null}
+		if exchange != nil {
+			details["exchange"] = *exchange
+		}
+		c.sendError(tag, protocol.ErrRateLimited,
+			fmt.Sprintf("unsubscribing from %d keys now is over the rate limit; nothing was unsubscribed, retry later", n), details)
+		return protocol.ErrRateLimited
+	}
 	for ex, keys := range c.subs {
 		if exchange != nil && ex != *exchange {
 			continue
@@ -229,6 +308,7 @@ func (c *conn) unsubscribeAll(ctx context.Context, tag json.RawMessage, exchange
 		}
 		c.sendUnsubscribed(tag, exJSON, protocol.Null, false)
 	}
+	return "ok"
 }
 
 // dropSubscription removes one subscription; c.subMu must be held. It

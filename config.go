@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net"
 	"strings"
 	"time"
@@ -73,13 +74,32 @@ type Config struct {
 	// connection of ConfigFromEnv is named "myxi <NodeID>"). Default: a
 	// random id.
 	NodeID string
+
+	// KeepHeaders names the request headers of the WebSocket handshake
+	// that a session keeps (a copy) for Session.Header. Headers are not
+	// kept otherwise, so that a client's big headers do not stay in
+	// memory for the session's life. Default: Cookie, User-Agent,
+	// Authorization.
+	KeepHeaders []string
+
+	// MetricsAddr is where ListenAndServe and Serve serve the Prometheus
+	// metrics (/metrics), on a listener of their own. Default "": not
+	// served. They are never served on the WebSocket port, which is
+	// public; Mount users serve Server.MetricsHandler where they choose.
+	// A non-loopback address is logged as a warning.
+	MetricsAddr string
+
+	// ReauthorizeConcurrency caps how many sessions the periodic
+	// re-authorization checks at once. Default 32.
+	ReauthorizeConcurrency int
 }
 
 // Limits bound what one client can cost the node. Zero values are the
 // documented defaults; a negative value turns that limit off where said.
 type Limits struct {
-	// MaxFrameBytes is the largest frame a client may send; a larger one
-	// closes the connection with code 1009. Default 64 KiB.
+	// MaxFrameBytes is the largest message a client may send; a larger
+	// one closes the connection with code 1009. Default 64 KiB; at least
+	// 1 KiB.
 	MaxFrameBytes int64
 	// MaxSubscriptions per session; beyond it Subscribe answers
 	// TooManySubscriptions. Default 1000.
@@ -97,7 +117,9 @@ type Limits struct {
 	// and is disconnected with code 1008. Defaults 1024 and 1 MiB.
 	SendQueueMessages int
 	SendQueueBytes    int64
-	// WriteTimeout bounds one write to a client socket. Default 5s.
+	// WriteTimeout bounds each blocking flush to a client socket (a
+	// write deadline); a client that does not take the bytes in time is
+	// dropped. Default 5s.
 	WriteTimeout time.Duration
 	// HandshakeTimeout bounds the WebSocket upgrade. Default 10s.
 	HandshakeTimeout time.Duration
@@ -105,10 +127,23 @@ type Limits struct {
 	// silent (no frame, no pong) for two intervals is disconnected.
 	// Default 25s.
 	PingInterval time.Duration
-	// ActionTimeout bounds one action handler's context (an authorizer, an
-	// application action, a broker bind). Default 10s.
+	// ActionTimeout bounds the context of one action: its authorizer
+	// calls, the application's handler and the broker binds of a
+	// Subscribe (a bind that has not answered by then is reported as
+	// BrokerUnavailable). It also bounds each session's periodic
+	// re-authorization. Default 10s.
 	ActionTimeout time.Duration
+	// MaxHeaderBytes caps the request headers of a WebSocket upgrade;
+	// beyond it the upgrade is answered 431. ListenAndServe and Serve
+	// also set it as their http.Server's MaxHeaderBytes; behind Mount,
+	// the application's own http.Server.MaxHeaderBytes applies first
+	// (Go's default is 1 MB). Default 16 KiB.
+	MaxHeaderBytes int
 }
+
+// minFrameBytes is the smallest MaxFrameBytes New accepts: a Subscribe
+// or an Authenticate with a token must fit.
+const minFrameBytes = 1 << 10
 
 func (l Limits) withDefaults() Limits {
 	if l.MaxFrameBytes == 0 {
@@ -141,6 +176,9 @@ func (l Limits) withDefaults() Limits {
 	if l.ActionTimeout == 0 {
 		l.ActionTimeout = 10 * time.Second
 	}
+	if l.MaxHeaderBytes == 0 {
+		l.MaxHeaderBytes = 16 << 10
+	}
 	return l
 }
 
@@ -160,6 +198,12 @@ func (c Config) withDefaults() Config {
 	if c.NodeID == "" {
 		c.NodeID = newID()
 	}
+	if c.KeepHeaders == nil {
+		c.KeepHeaders = []string{"Cookie", "User-Agent", "Authorization"}
+	}
+	if c.ReauthorizeConcurrency == 0 {
+		c.ReauthorizeConcurrency = 32
+	}
 	c.Limits = c.Limits.withDefaults()
 	return c
 }
@@ -175,7 +219,7 @@ func (c Config) validate() error {
 	var errs []error
 	for name, authorize := range c.Exchanges {
 		if !protocol.ValidExchangeName(name) {
-			errs = append(errs, fmt.Errorf("exchange %q: not a valid exchange name (1-255 bytes of letters, digits, '-', '_', '.', ':'; not starting with \"amq.\")", name))
+			errs = append(errs, fmt.Errorf("exchange %q: not a valid exchange name (1-255 bytes of letters, digits, '-', '_', '.', ':'; no \"::\", not ending with ':', not starting with \"amq.\")", name))
 		}
 		if authorize == nil {
 			errs = append(errs, fmt.Errorf("exchange %q: nil authorizer (use myxi.AllowAll for a public exchange)", name))
@@ -202,10 +246,60 @@ func (c Config) validate() error {
 			errs = append(errs, errors.New("allowed origin: empty entry"))
 		}
 	}
-	if c.Limits.MaxFrameBytes < 0 || c.Limits.SendQueueMessages < 0 || c.Limits.SendQueueBytes < 0 {
-		errs = append(errs, errors.New("limits: frame size and send queue limits cannot be negative"))
+	if c.DrainPeriod < 0 {
+		errs = append(errs, fmt.Errorf("DrainPeriod: %v is negative", c.DrainPeriod))
 	}
+	if c.ReauthorizeConcurrency < 0 {
+		errs = append(errs, fmt.Errorf("ReauthorizeConcurrency: %d is negative", c.ReauthorizeConcurrency))
+	}
+	errs = append(errs, c.Limits.validate()...)
 	return errors.Join(errs...)
+}
+
+// validate checks limits after defaults: zero means the default, so only
+// what is left can be wrong. This is the one set of rules for the Go API
+// and for the standalone server's configuration, which builds a Config.
+func (l Limits) validate() []error {
+	var errs []error
+	bad := func(field string, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("Limits.%s: %s", field, fmt.Sprintf(format, args...)))
+	}
+	if l.MaxFrameBytes < minFrameBytes {
+		bad("MaxFrameBytes", "%d is below the minimum of %d bytes", l.MaxFrameBytes, minFrameBytes)
+	}
+	for _, f := range []struct {
+		name string
+		n    int64
+	}{
+		{"MaxSubscriptions", int64(l.MaxSubscriptions)},
+		{"ActionBurst", int64(l.ActionBurst)},
+		{"MaxConnections", int64(l.MaxConnections)},
+		{"SendQueueMessages", int64(l.SendQueueMessages)},
+		{"SendQueueBytes", l.SendQueueBytes},
+		{"MaxHeaderBytes", int64(l.MaxHeaderBytes)},
+	} {
+		if f.n < 0 {
+			bad(f.name, "%d is negative", f.n)
+		}
+	}
+	if math.IsNaN(l.ActionsPerSecond) || math.IsInf(l.ActionsPerSecond, 0) {
+		bad("ActionsPerSecond", "%v is not a rate (negative turns the limit off)", l.ActionsPerSecond)
+	}
+	for _, f := range []struct {
+		name string
+		d    time.Duration
+		min  time.Duration
+	}{
+		{"WriteTimeout", l.WriteTimeout, time.Millisecond},
+		{"HandshakeTimeout", l.HandshakeTimeout, time.Millisecond},
+		{"PingInterval", l.PingInterval, 10 * time.Millisecond},
+		{"ActionTimeout", l.ActionTimeout, time.Millisecond},
+	} {
+		if f.d < f.min {
+			bad(f.name, "%v is below the minimum of %v", f.d, f.min)
+		}
+	}
+	return errs
 }
 
 // parseCIDR accepts "10.0.0.0/8" or a single address.

@@ -5,52 +5,45 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"log/slog"
 	"runtime/debug"
 	"sync"
-	"sync/atomic"
 	"time"
 
-	"github.com/gorilla/websocket"
 	"golang.org/x/time/rate"
 
 	"github.com/myxi/myxi/internal/protocol"
 )
 
-// conn is the server side of one WebSocket session. Three goroutines'
-// worth of work meet here: the reader (reads frames, runs actions in
-// order), the writer (the only one writing to the socket), and broker
-// deliveries (which only push to the queue).
+// floodCloseAfter is how long a socket may stay over its action rate
+// limit before it is closed (1008).
+const floodCloseAfter = 5 * time.Second
+
+// conn is one client session: its protocol state (subscriptions, user,
+// rate limits) on top of the transport that owns its socket. The reader
+// goroutine (transport.serve) runs its actions one at a time, in order.
 type conn struct {
+	transport
 	srv   *Server
-	ws    *websocket.Conn
 	id    string
-	batch bool
-	log   *slog.Logger
 	state *sessionState
 
-	ctx    context.Context
+	ctx    context.Context // ends when the session starts closing
 	cancel context.CancelFunc
-	queue  sendQueue
 
-	pong         atomic.Pointer[string] // a ping's payload the writer must answer
-	pingDue      atomic.Bool            // the keepalive timer asks for a ping
-	pingMu       sync.Mutex
-	pingTimer    *time.Timer   // guarded by pingMu
-	writing      atomic.Bool   // a writer goroutine is running
-	w            writer        // the running writer's state
-	finished     chan struct{} // closed once the close frame is sent
-	writeStarted atomic.Int64  // unix nanos of the write in progress, 0 when none
+	// Rate limits, touched by the reader goroutine only: one token per
+	// frame, and one per routing key that a Subscribe or Unsubscribe
+	// names (see newConn for the sizes).
+	frames      *rate.Limiter
+	keys        *rate.Limiter
+	firstReject time.Time // start of the current run of refused frames
+	lastReject  time.Time
+	lastReply   time.Time // of the last RateLimited sent
 
-	closing     atomic.Bool // set by closeWith; cheaper to check than ctx.Err on the hot path
-	closeOnce   sync.Once
-	closeCode   int // set once, before cancel
-	closeReason string
-	slow        atomic.Bool
-
-	limiter *rate.Limiter
-
-	subMu      sync.Mutex // serializes subscription changes of this session
+	// subMu serializes this session's subscription changes. It is held
+	// across the broker round trip of a Subscribe (the hub's Bind), so a
+	// session's Subscribe and Unsubscribe of one key never overtake each
+	// other; it blocks only this session and the periodic re-check.
+	subMu      sync.Mutex
 	subs       map[string]map[string]json.RawMessage
 	nsubs      int
 	subsClosed bool
@@ -58,34 +51,12 @@ type conn struct {
 
 func (c *conn) session(tag json.RawMessage) *Session { return &Session{c: c, tag: tag} }
 
-// closeWith asks the writer to close the connection with code; the first
-// call wins. It never blocks.
-func (c *conn) closeWith(code int, reason string) {
-	c.closeOnce.Do(func() {
-		c.closeCode, c.closeReason = code, reason
-		c.closing.Store(true)
-		c.cancel()
-		c.kick() // the writer sends the close frame
-	})
-}
-
-// enqueue queues f for the writer. A client whose queue is full is too
-// slow: it is disconnected with 1008 rather than slowing anyone else.
-func (c *conn) enqueue(f *frame) error {
-	if c.closing.Load() {
-		return ErrSessionClosed
-	}
-	if !c.queue.push(f) {
-		if c.slow.CompareAndSwap(false, true) {
-			c.srv.metrics.slowClients.Inc()
-			c.log.Warn("client too slow, disconnecting", "queued_bytes_limit", c.queue.maxBytes, "queued_messages_limit", c.queue.maxItems)
-			c.closeWith(closePolicy, "too slow to read events")
-		}
-		c.srv.metrics.dropped.Inc()
-		return ErrSlowClient
-	}
-	c.kick()
-	return nil
+// run serves the session on the calling goroutine until it ends, then
+// removes its subscriptions and runs its close callbacks.
+func (c *conn) run() {
+	err := c.serve(c.handleFrame)
+	c.cleanup()
+	c.log.Debug("session ended", "err", err, "close_code", c.closeCode, "close_reason", c.closeReason)
 }
 
 func (c *conn) sendEvent(event string, tag json.RawMessage, payload any) error {
@@ -96,7 +67,14 @@ func (c *conn) sendEvent(event string, tag json.RawMessage, payload any) error {
 	return c.enqueue(newFrame(data))
 }
 
-func (c *conn) sendError(tag json.RawMessage, name string, details map[string]any) {
+// sendError sends Error {"error": name, "message": message, ...details}.
+func (c *conn) sendError(tag json.RawMessage, name, message string, details map[string]any) {
+	if message != "" {
+		if details == nil {
+			details = map[string]any{}
+		}
+		details["message"] = message
+	}
 	_ = c.sendEvent(protocol.EventError, tag, protocol.ErrorPayload(name, details))
 }
 
@@ -104,24 +82,62 @@ func (c *conn) sendInternalError(tag json.RawMessage) {
 	_ = c.sendEvent(protocol.EventInternalError, tag, map[string]string{"error": protocol.ErrInternalError})
 }
 
-// handleFrame decodes one client frame and runs its action.
+// handleFrame runs one client message. Every frame, valid or not, costs
+// a token first; over the limit, frames are dropped undecoded.
 func (c *conn) handleFrame(data []byte) {
+	if c.frames != nil {
+		now := time.Now()
+		if !c.frames.AllowN(now, 1) {
+			c.refuse(now, data)
+			return
+		}
+		if now.Sub(c.lastReject) > time.Second {
+			c.firstReject = time.Time{}
+		}
+	}
 	action, err := protocol.DecodeAction(data)
 	if err != nil {
 		var de *protocol.DecodeError
 		if errors.As(err, &de) {
 			c.srv.metrics.actions.WithLabelValues("(invalid)", de.Name).Inc()
-			c.sendError(de.Tag, de.Name, nil)
+			c.sendError(de.Tag, de.Name, de.Message, nil)
 		}
-		return
-	}
-	if c.limiter != nil && !c.limiter.Allow() {
-		c.srv.metrics.actions.WithLabelValues(c.srv.actionLabel(action.Name), protocol.ErrRateLimited).Inc()
-		c.sendError(action.Tag, protocol.ErrRateLimited, nil)
 		return
 	}
 	outcome := c.dispatch(action)
 	c.srv.metrics.actions.WithLabelValues(c.srv.actionLabel(action.Name), outcome).Inc()
+}
+
+// refuse handles a frame over the rate limit: at most one RateLimited
+// reply a second (tagged, so the one frame answered is decoded), the
+// others dropped unread, and the socket closed once it has been over
+// its limit for floodCloseAfter in a row (no second without a refusal).
+func (c *conn) refuse(now time.Time, data []byte) {
+	if c.firstReject.IsZero() || now.Sub(c.lastReject) > time.Second {
+		c.firstReject = now
+	}
+	c.lastReject = now
+	c.srv.metrics.actions.WithLabelValues("(any)", protocol.ErrRateLimited).Inc()
+	if now.Sub(c.firstReject) >= floodCloseAfter {
+		c.log.Warn("client flooding, disconnecting", "actions_per_second", c.frames.Limit(), "over_limit_for", now.Sub(c.firstReject))
+		c.closeWith(closePolicy, "flooding: over the action rate limit")
+		return
+	}
+	if now.Sub(c.lastReply) < time.Second {
+		return
+	}
+	c.lastReply = now
+	tag := protocol.Null
+	var details map[string]any
+	if a, err := protocol.DecodeAction(data); err == nil {
+		tag = a.Tag
+		if a.Name == protocol.ActionSubscribe || a.Name == protocol.ActionUnsubscribe {
+			details = rateLimitedKeys(a.Payload)
+		}
+	} else if de := (*protocol.DecodeError)(nil); errors.As(err, &de) {
+		tag = de.Tag
+	}
+	c.sendError(tag, protocol.ErrRateLimited, fmt.Sprintf("over %g actions per second; slow down", float64(c.frames.Limit())), details)
 }
 
 // dispatch runs a built-in or application action and reports its outcome
@@ -138,11 +154,9 @@ func (c *conn) dispatch(a protocol.Action) (outcome string) {
 	}()
 	switch a.Name {
 	case protocol.ActionSubscribe:
-		c.subscribe(ctx, a)
-		return "ok"
+		return c.subscribe(ctx, a)
 	case protocol.ActionUnsubscribe:
-		c.unsubscribe(ctx, a)
-		return "ok"
+		return c.unsubscribe(ctx, a)
 	case protocol.ActionListSubscriptions:
 		c.listSubscriptions(a)
 		return "ok"
@@ -152,7 +166,7 @@ func (c *conn) dispatch(a protocol.Action) (outcome string) {
 	}
 	handler, ok := c.srv.cfg.Actions[a.Name]
 	if !ok {
-		c.sendError(a.Tag, protocol.ErrInvalidAction, nil)
+		c.sendError(a.Tag, protocol.ErrInvalidAction, fmt.Sprintf("no action named %q on this server", truncateUTF8(a.Name, 64)), nil)
 		return protocol.ErrInvalidAction
 	}
 	return c.reportError(a.Tag, "action "+a.Name, handler(ctx, c.session(a.Tag), a.Payload))
@@ -166,12 +180,23 @@ func (c *conn) reportError(tag json.RawMessage, what string, err error) string {
 	}
 	var ce *ClientError
 	if errors.As(err, &ce) {
-		c.sendError(tag, ce.Name, ce.Details)
+		c.sendError(tag, ce.Name, ce.Message, cloneDetails(ce.Details))
 		return ce.Name
 	}
 	c.log.Error(what+" failed", "err", err)
 	c.sendInternalError(tag)
 	return protocol.ErrInternalError
+}
+
+func cloneDetails(d map[string]any) map[string]any {
+	if d == nil {
+		return nil
+	}
+	out := make(map[string]any, len(d)+1)
+	for k, v := range d {
+		out[k] = v
+	}
+	return out
 }
 
 // cleanup removes the session's subscriptions and runs its close

@@ -92,7 +92,7 @@ func Example() {
 	// Output:
 	// Welcome
 	// Authenticated {"username":"alice"}
-	// Error {"error":"SubscriptionDenied","exchange":"widgets","routing_key":"2"}
+	// Error {"error":"SubscriptionDenied","exchange":"widgets","message":"the exchange's authorizer refused this key to this session","routing_key":"2"}
 	// Subscribed {"exchange":"widgets","routing_key":"1"}
 	// WidgetQtyChanged {"quantity":5}
 }

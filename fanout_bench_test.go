@@ -28,8 +28,9 @@ func BenchmarkFanout(b *testing.B) {
 			for i := range conns {
 				ctx, cancel := context.WithCancel(context.Background())
 				defer cancel()
-				c := &conn{srv: srv, ctx: ctx, cancel: cancel, log: srv.log}
+				c := &conn{srv: srv, ctx: ctx, cancel: cancel}
 				c.queue = sendQueue{maxItems: 1024, maxBytes: 1 << 20}
+				c.log, c.m = srv.log, srv.metrics
 				c.writing.Store(true) // the benchmark drains the queues itself
 				conns[i] = c
 				if err := srv.hub.Subscribe(ctx, "bench", "k", c); err != nil {

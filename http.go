@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"html/template"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/url"
@@ -18,20 +19,31 @@ import (
 
 	"github.com/myxi/myxi/broker"
 	"github.com/myxi/myxi/broker/memory"
-	"github.com/myxi/myxi/broker/rabbitmq"
 )
 
 // Mount adds Myxi to an application's echo server: WebSocket upgrades at
 // "/" (where myxi 1.x clients connect) and "/ws", the JavaScript client at
-// "/myxi.js" and "/myxi.mjs", "/healthz", "/readyz" and "/metrics". Plain
-// requests to "/" reach the application's own routes. Call Start before
-// serving and Shutdown when done.
+// "/myxi.js" and "/myxi.mjs", "/healthz" and "/readyz". Plain requests to
+// "/" reach the application's own routes. Call Start before serving and
+// Shutdown when done.
+//
+// Metrics are not served there (the port is public): serve MetricsHandler
+// on a private address. The application's http.Server should set
+// ReadHeaderTimeout and IdleTimeout (idle keep-alive connections cost a
+// goroutine and buffers each until then; hijacked WebSockets are not
+// affected) and MaxHeaderBytes (it applies before Limits.MaxHeaderBytes).
 func (s *Server) Mount(e *echo.Echo) {
 	e.Use(s.middleware)
 }
 
+// MetricsHandler serves the node's Prometheus metrics. Serve it on a
+// private address (Config.MetricsAddr does that for ListenAndServe and
+// Serve), not on the public WebSocket port.
+func (s *Server) MetricsHandler() http.Handler {
+	return promhttp.HandlerFor(s.metrics.registry, promhttp.HandlerOpts{})
+}
+
 func (s *Server) middleware(next echo.HandlerFunc) echo.HandlerFunc {
-	metricsHandler := promhttp.HandlerFor(s.metrics.registry, promhttp.HandlerOpts{})
 	return func(c echo.Context) error {
 		r := c.Request()
 		p := r.URL.Path
@@ -47,9 +59,6 @@ func (s *Server) middleware(next echo.HandlerFunc) echo.HandlerFunc {
 				return c.String(http.StatusServiceUnavailable, s.readiness()+"\n")
 			}
 			return c.String(http.StatusOK, "ready\n")
-		case p == "/metrics":
-			metricsHandler.ServeHTTP(c.Response(), r)
-			return nil
 		case isClientAsset(p):
 			return serveClientAsset(c, p)
 		}
@@ -87,7 +96,6 @@ code{background:#f0f4f8;padding:.1rem .3rem;border-radius:4px}</style></head>
 <body><h1>Myxi</h1>
 <p>This is a Myxi WebSocket server ({{.Status}}). Connect a WebSocket client to <code>{{.WS}}</code>,
 or load the JavaScript client from <a href="/myxi.js"><code>/myxi.js</code></a>.</p>
-<p>{{.Sessions}} live sessions on this node. Exchanges: {{range .Exchanges}}<code>{{.}}</code> {{end}}</p>
 </body></html>`))
 
 func (s *Server) statusPage(c echo.Context) error {
@@ -95,41 +103,67 @@ func (s *Server) statusPage(c echo.Context) error {
 	if c.IsTLS() {
 		scheme = "wss"
 	}
-	var names []string
-	for name := range s.cfg.Exchanges {
-		names = append(names, name)
+	status := "ready"
+	if !s.Ready() {
+		status = "not ready"
 	}
+	// Only ready or not: the page is public, so it names no exchange and
+	// no count.
 	c.Response().Header().Set(echo.HeaderContentType, echo.MIMETextHTMLCharsetUTF8)
 	return statusTemplate.Execute(c.Response(), map[string]any{
-		"Status":    s.readiness(),
-		"WS":        scheme + "://" + c.Request().Host + "/",
-		"Sessions":  s.Sessions(),
-		"Exchanges": names,
+		"Status": status,
+		"WS":     scheme + "://" + c.Request().Host + "/",
 	})
 }
 
 // ListenAndServe listens on Config.Addr and serves until ctx ends, then
 // shuts down gracefully (Shutdown, bounded by the DrainPeriod plus 10s).
+// It returns at once with the error when it cannot listen (a port in
+// use); WaitReady returns that error too.
 func (s *Server) ListenAndServe(ctx context.Context) error {
 	ln, err := net.Listen("tcp", s.cfg.Addr)
 	if err != nil {
-		return fmt.Errorf("myxi: listen on %s: %w", s.cfg.Addr, err)
+		err = fmt.Errorf("myxi: listen on %s: %w", s.cfg.Addr, err)
+		s.fail(err)
+		return err
 	}
 	return s.Serve(ctx, ln)
 }
 
+// Timeouts of the http.Server of ListenAndServe and Serve. They bound
+// plain HTTP requests and idle keep-alive connections; WebSockets,
+// hijacked at the upgrade, have their own (Limits).
+const (
+	httpIdleTimeout  = 60 * time.Second
+	httpReadTimeout  = 30 * time.Second
+	httpWriteTimeout = 30 * time.Second
+)
+
 // Serve starts the server if needed and serves on ln until ctx ends, then
-// shuts down gracefully. It closes ln.
+// shuts down gracefully. It closes ln. With Config.MetricsAddr set, it
+// also serves /metrics there.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	if err := s.Start(ctx); err != nil {
 		_ = ln.Close()
 		return err
 	}
+	stopMetrics, err := s.serveMetrics()
+	if err != nil {
+		_ = ln.Close()
+		s.fail(err)
+		return err
+	}
+	defer stopMetrics()
 	addr := ln.Addr()
 	s.addr.Store(&addr)
 	hs := &http.Server{
 		Handler:           s.Handler(),
 		ReadHeaderTimeout: s.cfg.Limits.HandshakeTimeout,
+		ReadTimeout:       httpReadTimeout,
+		WriteTimeout:      httpWriteTimeout,
+		IdleTimeout:       httpIdleTimeout,
+		MaxHeaderBytes:    s.cfg.Limits.MaxHeaderBytes,
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
 	}
 	s.log.Info("myxi listening", "addr", addr.String(), "broker", brokerName(s.broker), "exchanges", len(s.cfg.Exchanges))
 	served := make(chan error, 1)
@@ -146,19 +180,47 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	// for by http.Server and are drained by Shutdown below.
 	s.draining.Store(true)
 	_ = hs.Shutdown(stopCtx)
-	err := s.Shutdown(stopCtx)
+	err = s.Shutdown(stopCtx)
 	if serveErr != nil && !errors.Is(serveErr, http.ErrServerClosed) {
-		return fmt.Errorf("myxi: serve: %w", serveErr)
+		err = fmt.Errorf("myxi: serve: %w", serveErr)
+		s.fail(err)
 	}
 	return err
 }
 
+// serveMetrics serves MetricsHandler on Config.MetricsAddr, if set, until
+// the returned function is called.
+func (s *Server) serveMetrics() (stop func(), err error) {
+	if s.cfg.MetricsAddr == "" {
+		return func() {}, nil
+	}
+	ln, err := net.Listen("tcp", s.cfg.MetricsAddr)
+	if err != nil {
+		return nil, fmt.Errorf("myxi: listen for metrics on %s: %w", s.cfg.MetricsAddr, err)
+	}
+	if !isLoopbackAddr(ln.Addr()) {
+		s.log.Warn("metrics served on a non-loopback address: anyone who reaches it reads them", "metrics_addr", ln.Addr().String())
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", s.MetricsHandler())
+	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second, IdleTimeout: httpIdleTimeout}
+	go func() { _ = hs.Serve(ln) }()
+	return func() { _ = hs.Close() }, nil
+}
+
+func isLoopbackAddr(a net.Addr) bool {
+	tcp, ok := a.(*net.TCPAddr)
+	return ok && tcp.IP.IsLoopback()
+}
+
+// brokerName names a broker for logs: "embedded", or what the broker
+// calls itself.
 func brokerName(b broker.Broker) string {
-	switch b.(type) {
-	case *memory.Broker:
+	if _, ok := b.(*memory.Broker); ok {
 		return "embedded"
-	case *rabbitmq.Broker:
-		return "rabbitmq"
+	}
+	if n, ok := b.(interface{ Name() string }); ok {
+		return n.Name()
 	}
 	return fmt.Sprintf("%T", b)
 }

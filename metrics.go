@@ -8,22 +8,23 @@ import (
 // metrics are the node's Prometheus metrics, in a registry of their own so
 // that several servers in one process (tests, embedding) do not collide.
 type metrics struct {
-	registry      *prometheus.Registry
-	connections   prometheus.Gauge
-	subscriptions prometheus.Gauge
-	bindings      prometheus.Gauge
-	actions       *prometheus.CounterVec
-	eventsIn      prometheus.Counter
-	fanout        prometheus.Counter
-	delivered     prometheus.Counter
-	dropped       prometheus.Counter
-	slowClients   prometheus.Counter
-	badMessages   prometheus.Counter
-	pushed        prometheus.Counter
-	pushErrors    prometheus.Counter
-	refused       prometheus.Counter
-	authed        prometheus.Gauge
-	latency       prometheus.Histogram
+	registry       *prometheus.Registry
+	connections    prometheus.Gauge
+	subscriptions  prometheus.Gauge
+	bindings       prometheus.Gauge
+	actions        *prometheus.CounterVec
+	eventsIn       prometheus.Counter
+	fanout         prometheus.Counter
+	delivered      prometheus.Counter
+	dropped        prometheus.Counter
+	slowClients    prometheus.Counter
+	badMessages    prometheus.Counter
+	pushed         prometheus.Counter
+	pushErrors     prometheus.Counter
+	refused        prometheus.Counter
+	refusedOrigins prometheus.Counter
+	authed         prometheus.Gauge
+	latency        prometheus.Histogram
 }
 
 func newMetrics() *metrics {
@@ -56,6 +57,8 @@ func newMetrics() *metrics {
 			Name: "myxi_push_errors_total", Help: "Pushes through this node that the broker did not take."}),
 		refused: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "myxi_connections_refused_total", Help: "Upgrades refused at the connection limit."}),
+		refusedOrigins: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "myxi_origins_refused_total", Help: "WebSocket upgrades refused for their Origin (403)."}),
 		authed: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "myxi_sessions_authenticated", Help: "Live sessions with an authenticated user."}),
 		latency: prometheus.NewHistogram(prometheus.HistogramOpts{
@@ -69,7 +72,7 @@ func newMetrics() *metrics {
 func (m *metrics) register(s *Server) {
 	m.registry.MustRegister(
 		m.connections, m.subscriptions, m.bindings, m.actions, m.eventsIn, m.fanout, m.delivered,
-		m.dropped, m.slowClients, m.badMessages, m.pushed, m.pushErrors, m.refused, m.authed, m.latency,
+		m.dropped, m.slowClients, m.badMessages, m.pushed, m.pushErrors, m.refused, m.refusedOrigins, m.authed, m.latency,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "myxi_broker_ready", Help: "1 when the broker is connected."},
 			func() float64 {

@@ -3,11 +3,13 @@ package myxi_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"sync"
 	"syscall"
@@ -20,15 +22,12 @@ import (
 	"github.com/myxi/myxi/internal/testutil"
 )
 
-// metricValue reads one unlabelled metric from /metrics.
-func metricValue(t *testing.T, base, name string) float64 {
+// metricValue reads one unlabelled metric from the server's metrics.
+func metricValue(t *testing.T, srv *myxi.Server, name string) float64 {
 	t.Helper()
-	resp, err := http.Get(base + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(resp.Body)
+	rec := httptest.NewRecorder()
+	srv.MetricsHandler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/metrics", nil))
+	body := rec.Body.Bytes()
 	for _, line := range strings.Split(string(body), "\n") {
 		if v, ok := strings.CutPrefix(line, name+" "); ok {
 			var f float64
@@ -70,7 +69,7 @@ func TestSlowConsumerDoesNotHurtOthers(t *testing.T) {
 		healthy := testutil.Dial(t, ts.WS)
 		healthy.Subscribe(ts.Exchange, "k")
 		testutil.Eventually(t, 5*time.Second, "the slow client's subscription", func() bool {
-			return metricValue(t, ts.HTTP, "myxi_subscriptions") == 2
+			return metricValue(t, ts.Srv, "myxi_subscriptions") == 2
 		})
 
 		const n = 400
@@ -111,37 +110,120 @@ func TestSlowConsumerDoesNotHurtOthers(t *testing.T) {
 			t.Fatalf("healthy client's worst latency %v", worst)
 		}
 		testutil.Eventually(t, 10*time.Second, "the slow client to be disconnected", func() bool {
-			return metricValue(t, ts.HTTP, "myxi_slow_client_disconnects_total") == 1 && ts.Srv.Sessions() == 1
+			return metricValue(t, ts.Srv, "myxi_slow_client_disconnects_total") == 1 && ts.Srv.Sessions() == 1
 		})
 	})
 }
 
+// Over the limit, a socket gets one tagged RateLimited a second; the rest
+// of its frames, valid or not, are dropped unanswered.
 func TestRateLimit(t *testing.T) {
 	ts := startServer(t, "memory", func(c *myxi.Config) {
 		c.Limits.ActionsPerSecond = 1
 		c.Limits.ActionBurst = 5
 	})
 	c := testutil.Dial(t, ts.WS)
+	c.SendRaw("not json") // invalid frames cost a token too
 	for i := range 20 {
 		c.Send("Ping", i, nil)
 	}
-	pongs, limited := 0, 0
-	for i := range 20 {
-		ev := c.Next()
-		if string(ev.Tag) != fmt.Sprint(i) {
-			t.Fatalf("reply %d has tag %s", i, ev.Tag)
-		}
-		switch {
-		case ev.Event == "Pong":
-			pongs++
-		case ev.Event == "Error" && ev.Str("error") == "RateLimited":
-			limited++
-		default:
-			t.Fatalf("unexpected %s", ev.Raw)
+	c.ExpectError("InvalidJSON")
+	for i := range 4 {
+		if ev := c.Expect("Pong"); string(ev.Tag) != fmt.Sprint(i) {
+			t.Fatalf("pong %d has tag %s", i, ev.Tag)
 		}
 	}
-	if pongs < 5 || limited < 10 {
-		t.Fatalf("%d pongs, %d rate limited: want the burst of 5 to pass and most of the rest limited", pongs, limited)
+	if ev := c.ExpectError("RateLimited"); string(ev.Tag) != "4" || ev.Str("message") == "" {
+		t.Fatalf("RateLimited: %s", ev.Raw)
+	}
+	if ev, err := c.NextWithin(300 * time.Millisecond); err == nil {
+		t.Fatalf("a dropped frame was answered: %s", ev.Raw)
+	}
+}
+
+// A Subscribe of n keys costs n tokens up front, or is refused whole; a
+// new session may subscribe to as many keys as it may hold at once.
+func TestSubscribeChargesPerKey(t *testing.T) {
+	ts := startServer(t, "memory", func(c *myxi.Config) {
+		c.Limits.ActionsPerSecond = 1
+		c.Limits.ActionBurst = 5
+		c.Limits.MaxSubscriptions = 50
+	})
+	c := testutil.Dial(t, ts.WS)
+	keys := make([]string, 50)
+	for i := range keys {
+		keys[i] = fmt.Sprint(i)
+	}
+	c.Send("Subscribe", "all", map[string]any{"exchange": ts.Exchange, "routing_keys": keys})
+	for range keys {
+		c.Expect("Subscribed")
+	}
+	c.Send("Unsubscribe", "u", map[string]any{"exchange": ts.Exchange, "routing_keys": keys[:10]})
+	ev := c.ExpectError("RateLimited")
+	if string(ev.Tag) != `"u"` || ev.Str("exchange") != ts.Exchange || !strings.Contains(string(ev.Payload["routing_keys"]), `"9"`) {
+		t.Fatalf("RateLimited: %s", ev.Raw)
+	}
+	c.Send("ListSubscriptions", "l", nil)
+	if ev := c.Expect("YourSubscriptions"); strings.Count(string(ev.Payload["subscriptions"]), ",") != 49 {
+		t.Fatalf("a refused Unsubscribe removed keys: %s", ev.Raw)
+	}
+}
+
+// A socket over its limit for 5 s in a row is closed with 1008, while a
+// healthy client keeps getting its Pongs promptly.
+func TestFlooderClosed(t *testing.T) {
+	ts := startServer(t, "memory")
+	healthy := testutil.Dial(t, ts.WS)
+	flooder, _, err := websocket.DefaultDialer.Dial(ts.WS, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer flooder.Close()
+	closed := make(chan int, 1)
+	go func() { // reads its replies, as the hostile test's flooder did
+		for {
+			if _, _, err := flooder.ReadMessage(); err != nil {
+				var ce *websocket.CloseError
+				code := 0
+				if errors.As(err, &ce) {
+					code = ce.Code
+				}
+				closed <- code
+				return
+			}
+		}
+	}()
+	go func() {
+		ping := []byte(`{"action":"Ping"}`)
+		deadline := time.Now().Add(10 * time.Second)
+		for time.Now().Before(deadline) {
+			if flooder.WriteMessage(websocket.TextMessage, ping) != nil {
+				return
+			}
+		}
+	}()
+	var worst time.Duration
+	for i := 0; ; i++ {
+		select {
+		case code := <-closed:
+			if code != 1008 {
+				t.Fatalf("flooder closed with %d, want 1008", code)
+			}
+			t.Logf("healthy client's worst Pong during the flood: %v", worst)
+			if worst > 200*time.Millisecond {
+				t.Fatalf("healthy client waited %v for a Pong", worst)
+			}
+			return
+		default:
+		}
+		if i > 200 {
+			t.Fatal("flooder not closed after 10s")
+		}
+		start := time.Now()
+		healthy.Send("Ping", i, nil)
+		healthy.Expect("Pong")
+		worst = max(worst, time.Since(start))
+		time.Sleep(50 * time.Millisecond) // the healthy client's own pace
 	}
 }
 
@@ -149,12 +231,20 @@ func TestConnectionLimit(t *testing.T) {
 	ts := startServer(t, "memory", func(c *myxi.Config) { c.Limits.MaxConnections = 2 })
 	testutil.Dial(t, ts.WS)
 	testutil.Dial(t, ts.WS)
-	conn, resp, err := websocket.DefaultDialer.Dial(ts.WS, nil)
+	conn, _, err := websocket.DefaultDialer.Dial(ts.WS, nil)
 	if conn != nil {
-		conn.Close()
+		defer conn.Close()
 	}
-	if resp == nil || resp.StatusCode != http.StatusServiceUnavailable {
-		t.Fatalf("third connection: %v, %v; want HTTP 503", resp, err)
+	if err != nil {
+		t.Fatalf("third connection: %v", err)
+	}
+	// Over the limit, the upgrade succeeds and the one Close frame says
+	// 1013 (try again later), which a browser can read, unlike a 503.
+	_ = conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	_, _, err = conn.ReadMessage()
+	var ce *websocket.CloseError
+	if !errors.As(err, &ce) || ce.Code != 1013 {
+		t.Fatalf("third connection: %v; want close 1013", err)
 	}
 }
 

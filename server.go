@@ -3,9 +3,11 @@ package myxi
 import (
 	"context"
 	"crypto/rand"
+	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -42,6 +44,10 @@ type Server struct {
 	started   atomic.Bool
 	draining  atomic.Bool
 
+	failOnce sync.Once
+	failed   chan struct{} // closed when the server cannot serve (failErr says why)
+	failErr  error
+
 	ctx    context.Context // parent of every session; ended by Shutdown
 	cancel context.CancelFunc
 
@@ -70,6 +76,7 @@ func New(cfg Config) (*Server, error) {
 		broker:  cfg.Broker,
 		metrics: newMetrics(),
 		conns:   make(map[*conn]struct{}),
+		failed:  make(chan struct{}),
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.hub = hub.New[*conn](bindCounter{s.broker, s.metrics})
@@ -80,8 +87,12 @@ func New(cfg Config) (*Server, error) {
 		ReadBufferSize:  512,
 		WriteBufferSize: 512,
 		WriteBufferPool: &sync.Pool{},
-		CheckOrigin:     newOriginChecker(cfg.AllowedOrigins),
+		CheckOrigin:     s.checkOrigin(newOriginChecker(cfg.AllowedOrigins)),
 		Error: func(w http.ResponseWriter, r *http.Request, status int, reason error) {
+			if status == http.StatusForbidden {
+				http.Error(w, fmt.Sprintf("Forbidden: origin %q is not allowed; %s", r.Header.Get("Origin"), allowOriginHint), status)
+				return
+			}
 			http.Error(w, http.StatusText(status)+": "+reason.Error(), status)
 		},
 	}
@@ -90,9 +101,34 @@ func New(cfg Config) (*Server, error) {
 	return s, nil
 }
 
-// Start connects the broker and starts background work. It is called by
-// ListenAndServe and Serve; call it yourself when you Mount the server into
-// your own echo.Echo. Calling it again returns the first call's result.
+// allowOriginHint names the setting that allows another origin.
+const allowOriginHint = "allow it with Config.AllowedOrigins (MYXI_ALLOWED_ORIGINS, or allowed_origins in the standalone server's configuration)"
+
+// checkOrigin logs the refusals of check, at most one a second, with the
+// origin and the setting that would allow it: a browser only shows the
+// page's author a failed connection.
+func (s *Server) checkOrigin(check func(*http.Request) bool) func(*http.Request) bool {
+	var sometimes rate.Sometimes
+	sometimes.Interval = time.Second
+	return func(r *http.Request) bool {
+		if check(r) {
+			return true
+		}
+		s.metrics.refusedOrigins.Inc()
+		sometimes.Do(func() {
+			s.log.Warn("refused a WebSocket from another origin; "+allowOriginHint, "origin", r.Header.Get("Origin"), "host", r.Host, "remote", r.RemoteAddr)
+		})
+		return false
+	}
+}
+
+// Start connects the broker, declares the exchanges and starts background
+// work. It returns once the exchanges are declared, or at once (not
+// ready, see Ready and WaitReady) when the broker is unreachable: it then
+// keeps trying in the background. It returns an error only for what
+// retrying cannot fix, such as a refused declaration. ListenAndServe and
+// Serve call it; call it yourself when you Mount the server into your own
+// echo.Echo. Calling it again returns the first call's result.
 func (s *Server) Start(ctx context.Context) error {
 	s.startOnce.Do(func() {
 		names := make([]string, 0, len(s.cfg.Exchanges))
@@ -102,10 +138,9 @@ func (s *Server) Start(ctx context.Context) error {
 		slices.Sort(names)
 		if err := s.broker.Start(ctx, names, s.deliver); err != nil {
 			s.startErr = fmt.Errorf("myxi: start broker: %w", err)
+			s.fail(s.startErr)
 			return
 		}
-		s.wg.Add(1)
-		go s.watchdog()
 		if s.cfg.ReauthorizeInterval > 0 {
 			s.wg.Add(1)
 			go s.reauthorizeLoop()
@@ -135,12 +170,49 @@ func (s *Server) deliver(m broker.Message) {
 // not define.
 var ErrUnknownExchange = errors.New("no such exchange on this server")
 
+// ErrNotStarted is returned by Push before Start (or ListenAndServe, or
+// Serve) has started the server.
+var ErrNotStarted = errors.New("server not started: call Start, ListenAndServe or Serve first")
+
+// fail records why the server cannot serve; WaitReady returns it.
+func (s *Server) fail(err error) {
+	s.failOnce.Do(func() {
+		s.failErr = err
+		close(s.failed)
+	})
+}
+
+// WaitReady blocks until the server is ready (started, broker connected,
+// not draining), and returns nil; or returns the error that stopped it
+// from serving (a port already in use, a refused exchange declaration),
+// or ctx's error. Use it after starting ListenAndServe in a goroutine,
+// before the first Push.
+func (s *Server) WaitReady(ctx context.Context) error {
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		if s.Ready() {
+			return nil
+		}
+		select {
+		case <-s.failed:
+			return s.failErr
+		case <-ctx.Done():
+			return fmt.Errorf("myxi: wait until ready (%s): %w", s.readiness(), ctx.Err())
+		case <-tick.C:
+		}
+	}
+}
+
 // Push publishes an application event to every session subscribed to
 // exchange and routingKey, on every node sharing the broker. It returns
 // once the broker has taken the event, or an error.
 func (s *Server) Push(ctx context.Context, exchange, routingKey, event string, payload any) error {
 	if _, ok := s.cfg.Exchanges[exchange]; !ok {
 		return fmt.Errorf("myxi: push to %q: %w", exchange, ErrUnknownExchange)
+	}
+	if !s.started.Load() {
+		return fmt.Errorf("myxi: push to %q: %w", exchange, ErrNotStarted)
 	}
 	if len(routingKey) > protocol.MaxRoutingKeyBytes {
 		return fmt.Errorf("myxi: push to %q: routing key longer than %d bytes", exchange, protocol.MaxRoutingKeyBytes)
@@ -182,16 +254,25 @@ func (s *Server) handleUpgrade(c echo.Context) error {
 	if !s.started.Load() || s.draining.Load() {
 		return echo.NewHTTPError(http.StatusServiceUnavailable, "myxi: not accepting connections")
 	}
-	if max := s.cfg.Limits.MaxConnections; max > 0 && s.count.Load() >= int64(max) {
+	if headerBytes(r) > s.cfg.Limits.MaxHeaderBytes {
 		s.metrics.refused.Inc()
-		return echo.NewHTTPError(http.StatusServiceUnavailable, "myxi: connection limit reached")
+		return echo.NewHTTPError(http.StatusRequestHeaderFieldsTooLarge,
+			fmt.Sprintf("myxi: request headers over %d bytes", s.cfg.Limits.MaxHeaderBytes))
 	}
 	ws, err := s.upgrader.Upgrade(w, r, nil)
 	if err != nil {
 		s.log.Debug("upgrade failed", "err", err, "remote", r.RemoteAddr)
 		return nil // the upgrader has answered
 	}
-	cn := s.newConn(ws, r)
+	// From here on the transport owns the socket: gorilla's Conn did the
+	// handshake and is dropped without writing anything more.
+	nc := ws.NetConn()
+	if max := s.cfg.Limits.MaxConnections; max > 0 && s.count.Load() >= int64(max) {
+		s.metrics.refused.Inc()
+		go refuseOverloaded(nc)
+		return nil
+	}
+	cn := s.newConn(nc, r)
 	if !s.track(cn) {
 		cn.closeWith(closeGoingAway, "server shutting down")
 	}
@@ -205,33 +286,74 @@ func (s *Server) handleUpgrade(c echo.Context) error {
 	return nil
 }
 
-func (s *Server) newConn(ws *websocket.Conn, r *http.Request) *conn {
+// headerBytes is the size of a request's header block as sent, near
+// enough: names, values and the separators.
+func headerBytes(r *http.Request) int {
+	n := len(r.Method) + len(r.RequestURI) + len(r.Proto) + 4
+	for name, values := range r.Header {
+		for _, v := range values {
+			n += len(name) + len(v) + 4
+		}
+	}
+	return n
+}
+
+// refuseOverloaded closes a connection over the node's limit with 1013,
+// the one Close frame it gets, and gives the client closeGrace to answer.
+// It costs no session.
+func refuseOverloaded(nc net.Conn) {
+	defer nc.Close()
+	reason := "server overloaded"
+	msg := appendHeader(nil, finClose, 2+len(reason))
+	msg = append(binary.BigEndian.AppendUint16(msg, closeTryLater), reason...)
+	_ = nc.SetDeadline(time.Now().Add(closeGrace))
+	if _, err := nc.Write(msg); err != nil {
+		return
+	}
+	_, _ = io.Copy(io.Discard, io.LimitReader(nc, 4<<10))
+}
+
+func (s *Server) newConn(nc net.Conn, r *http.Request) *conn {
 	id := newID()
 	ctx, cancel := context.WithCancel(s.ctx)
+	l := s.cfg.Limits
 	cn := &conn{
 		srv:    s,
-		ws:     ws,
 		id:     id,
-		batch:  r.URL.Query().Get("batch") == "1",
-		log:    s.log.With("session", id),
 		ctx:    ctx,
 		cancel: cancel,
 		state: &sessionState{
 			remoteIP: s.realIP(r),
-			header:   r.Header.Clone(),
+			header:   keepHeaders(r.Header, s.cfg.KeepHeaders),
 		},
 	}
-	cn.finished = make(chan struct{})
-	cn.queue = sendQueue{
-		maxItems: s.cfg.Limits.SendQueueMessages,
-		maxBytes: s.cfg.Limits.SendQueueBytes,
-	}
+	cn.transport.init(nc, l)
+	cn.batch = r.URL.Query().Get("batch") == "1"
+	cn.log = s.log.With("session", id)
+	cn.m = s.metrics
+	cn.onClose = cancel
 	// A session ends through closeWith, also when the whole server stops.
 	context.AfterFunc(ctx, func() { cn.closeWith(closeGoingAway, "server shutting down") })
-	if l := s.cfg.Limits; l.ActionsPerSecond > 0 {
-		cn.limiter = rate.NewLimiter(rate.Limit(l.ActionsPerSecond), l.ActionBurst)
+	if l.ActionsPerSecond > 0 {
+		cn.frames = rate.NewLimiter(rate.Limit(l.ActionsPerSecond), l.ActionBurst)
+		// Keys refill at the action rate, but a new session starts with
+		// enough to subscribe to as many keys as it may hold at once: a
+		// reconnecting client resubscribes everything without a refusal.
+		cn.keys = rate.NewLimiter(rate.Limit(l.ActionsPerSecond), max(l.ActionBurst, l.MaxSubscriptions))
 	}
 	return cn
+}
+
+// keepHeaders copies the named headers only: the handshake's header map
+// (up to MaxHeaderBytes) is released with the request.
+func keepHeaders(h http.Header, names []string) http.Header {
+	kept := make(http.Header, len(names))
+	for _, name := range names {
+		if v := h.Values(name); len(v) > 0 {
+			kept[http.CanonicalHeaderKey(name)] = slices.Clone(v)
+		}
+	}
+	return kept
 }
 
 // track registers a session; it reports false once shutdown has begun.
@@ -278,8 +400,11 @@ func (s *Server) unsubscribeHub(ctx context.Context, c *conn, exchange, key stri
 }
 
 // reauthorizeLoop checks every session's subscriptions every
-// ReauthorizeInterval, one session at a time so the application's
-// authorizers see a steady trickle rather than a burst.
+// ReauthorizeInterval. A sweep spreads the sessions' checks over the
+// first half of the interval, with at most ReauthorizeConcurrency at
+// once, each bounded by ActionTimeout: one slow authorizer delays only
+// its own session, and the application's authorizers see a steady
+// trickle rather than a burst.
 func (s *Server) reauthorizeLoop() {
 	defer s.wg.Done()
 	ticker := time.NewTicker(s.cfg.ReauthorizeInterval)
@@ -290,45 +415,60 @@ func (s *Server) reauthorizeLoop() {
 			return
 		case <-ticker.C:
 		}
-		for _, c := range s.snapshot() {
-			if s.ctx.Err() != nil {
-				return
-			}
-			ctx, cancel := context.WithTimeout(c.ctx, s.cfg.Limits.ActionTimeout)
-			c.reauthorize(ctx)
-			cancel()
-		}
+		s.reauthorizeSweep(s.ctx, s.snapshot(), s.cfg.ReauthorizeInterval/2)
 	}
 }
 
-// watchdog drops connections whose socket write has been stuck for
-// longer than the WriteTimeout (a client that stopped reading with a full
-// TCP window). One sweep a second replaces a timer reset per write.
-func (s *Server) watchdog() {
-	defer s.wg.Done()
-	timeout := s.cfg.Limits.WriteTimeout
-	ticker := time.NewTicker(min(time.Second, timeout/2))
-	defer ticker.Stop()
-	for {
-		select {
-		case <-s.ctx.Done():
-			return
-		case now := <-ticker.C:
-			for _, c := range s.snapshot() {
-				if since := c.writeStarted.Load(); since != 0 && now.Sub(time.Unix(0, since)) > timeout {
-					c.log.Warn("write stuck, dropping the connection", "write_timeout", timeout)
-					c.abort()
-				}
+// reauthorizeSweep checks conns, starting them evenly over spread, and
+// returns once every check has ended (or ctx ended).
+func (s *Server) reauthorizeSweep(ctx context.Context, conns []*conn, spread time.Duration) {
+	if len(conns) == 0 {
+		return
+	}
+	sem := make(chan struct{}, s.cfg.ReauthorizeConcurrency)
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	step := spread / time.Duration(len(conns))
+	start := time.Now()
+	timer := time.NewTimer(0)
+	defer timer.Stop()
+	for i, c := range conns {
+		if wait := time.Until(start.Add(time.Duration(i) * step)); wait > 0 {
+			timer.Reset(wait)
+			select {
+			case <-ctx.Done():
+				return
+			case <-timer.C:
 			}
 		}
+		select {
+		case <-ctx.Done():
+			return
+		case sem <- struct{}{}:
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			cctx, cancel := context.WithTimeout(c.ctx, s.cfg.Limits.ActionTimeout)
+			defer cancel()
+			c.reauthorize(cctx)
+		}()
 	}
 }
+
+// shutdownGrace bounds how long Shutdown waits for session goroutines
+// after it has closed their TCP connections because its ctx ended.
+const shutdownGrace = 5 * time.Second
 
 // Shutdown stops accepting sessions, closes the live ones with code 1001
 // spread over the DrainPeriod (so their clients do not all come back at
-// once), waits for them to end, then closes the broker. When ctx ends
-// first, the remaining sessions are dropped at once and ctx's error is
-// returned.
+// once), waits for them to end, then closes the broker.
+//
+// When ctx ends first, Shutdown closes every remaining TCP connection,
+// waits up to 5s for the session goroutines to return (they do at once
+// unless an action handler ignores its context), closes the broker and
+// returns ctx's error.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.draining.Store(true)
 	conns := s.snapshot()
@@ -365,9 +505,21 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		case <-idle:
 		case <-ctx.Done():
 			err = fmt.Errorf("myxi: shutdown: %w", ctx.Err())
+			left := s.snapshot()
+			s.log.Warn("shutdown deadline reached, dropping the remaining connections", "sessions", len(left))
+			for _, c := range left {
+				c.abort()
+			}
+			grace := time.NewTimer(shutdownGrace)
+			select {
+			case <-idle:
+			case <-grace.C:
+				s.log.Error("session goroutines still running after their connections were closed (an action handler ignores its context?)", "sessions", s.Sessions())
+			}
+			grace.Stop()
 		}
 	}
-	s.cancel() // ends every remaining session and the background loops
+	s.cancel() // ends every remaining session context and the background loops
 	s.wg.Wait()
 	if cerr := s.broker.Close(); cerr != nil && err == nil {
 		err = fmt.Errorf("myxi: close broker: %w", cerr)

@@ -66,6 +66,7 @@ func AuthRequired(h ActionHandler) ActionHandler {
 // Error {"error": Name, ...Details} with the action's tag.
 type ClientError struct {
 	Name    string
+	Message string // optional: a sentence naming the field and the reason, for people reading logs
 	Details map[string]any
 }
 
@@ -99,7 +100,7 @@ type sessionState struct {
 	onClose  []func()
 	closed   bool
 	remoteIP string
-	header   http.Header
+	header   http.Header // only Config.KeepHeaders, copied at the upgrade
 }
 
 // Context ends when the session ends: for work an action starts that
@@ -113,8 +114,10 @@ func (s *Session) ID() string { return s.c.id }
 // trusted proxy put in X-Forwarded-For.
 func (s *Session) RemoteIP() string { return s.c.state.remoteIP }
 
-// Header returns a request header of the WebSocket handshake (such as
-// User-Agent or Cookie).
+// Header returns a request header of the WebSocket handshake. Only the
+// headers named in Config.KeepHeaders are kept for the session's life
+// (by default Cookie, User-Agent and Authorization); any other name
+// returns "".
 func (s *Session) Header(name string) string { return s.c.state.header.Get(name) }
 
 // Tag is the tag of the action being handled (null outside a handler).
@@ -215,8 +218,15 @@ func (s *Session) OnClose(fn func()) {
 	fn()
 }
 
-// Close ends the session with a normal closure (code 1000) and reason.
-func (s *Session) Close(reason string) { s.c.closeWith(closeNormal, reason) }
+// Close ends the session with close code 4002 and reason: the client is
+// expected to come back (the JavaScript client reconnects with jitter),
+// for example to authenticate again. The reason is cut to 123 bytes.
+func (s *Session) Close(reason string) { s.c.closeWith(closeByApp, reason) }
+
+// Terminate ends the session with close code 4001 and reason: the client
+// is told not to come back (the JavaScript client does not reconnect).
+// The reason is cut to 123 bytes.
+func (s *Session) Terminate(reason string) { s.c.closeWith(closeTerminated, reason) }
 
 // Notify sends an untagged event to this client, whatever action is being
 // handled: for events that are not a reply (a token that expired, a

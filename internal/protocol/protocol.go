@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"strconv"
+	"strings"
 )
 
 // Error names sent in the "error" field of an Error event.
@@ -69,8 +70,9 @@ type Action struct {
 // name to send; Tag is the frame's tag when it could be read, so that even
 // the error reply carries it.
 type DecodeError struct {
-	Name string
-	Tag  json.RawMessage
+	Name    string
+	Tag     json.RawMessage
+	Message string // for people reading logs: the field and the reason
 }
 
 func (e *DecodeError) Error() string { return "invalid action frame: " + e.Name }
@@ -88,11 +90,11 @@ type wireAction struct {
 func DecodeAction(frame []byte) (Action, error) {
 	trimmed := bytes.TrimSpace(frame)
 	if len(trimmed) == 0 || trimmed[0] != '{' {
-		return Action{}, &DecodeError{Name: ErrInvalidJSON, Tag: Null}
+		return Action{}, &DecodeError{Name: ErrInvalidJSON, Tag: Null, Message: "frame: must be a JSON object"}
 	}
 	var w wireAction
 	if err := json.Unmarshal(trimmed, &w); err != nil {
-		return Action{}, &DecodeError{Name: ErrInvalidJSON, Tag: Null}
+		return Action{}, &DecodeError{Name: ErrInvalidJSON, Tag: Null, Message: "frame: not valid JSON"}
 	}
 	tag := Null
 	if len(w.Tag) > 0 {
@@ -100,7 +102,7 @@ func DecodeAction(frame []byte) (Action, error) {
 	}
 	var name string
 	if len(w.Action) == 0 || w.Action[0] != '"' || json.Unmarshal(w.Action, &name) != nil || name == "" {
-		return Action{}, &DecodeError{Name: ErrInvalidAction, Tag: tag}
+		return Action{}, &DecodeError{Name: ErrInvalidAction, Tag: tag, Message: "action: must be a non-empty string"}
 	}
 	payload := emptyObject
 	switch {
@@ -108,7 +110,7 @@ func DecodeAction(frame []byte) (Action, error) {
 	case w.Payload[0] == '{':
 		payload = w.Payload
 	default:
-		return Action{Name: name, Tag: tag}, &DecodeError{Name: ErrInvalidPayload, Tag: tag}
+		return Action{Name: name, Tag: tag}, &DecodeError{Name: ErrInvalidPayload, Tag: tag, Message: "payload: must be an object"}
 	}
 	return Action{Name: name, Tag: tag, Payload: payload}, nil
 }
@@ -191,14 +193,16 @@ func EchoKey(raw json.RawMessage) json.RawMessage {
 	return raw
 }
 
-// ValidExchangeName reports whether name can be an AMQP exchange name:
-// 1 to 255 bytes of letters, digits, '-', '_', '.' and ':'. The "amq."
-// prefix is reserved by RabbitMQ.
+// ValidExchangeName reports whether name can be a Myxi exchange: an AMQP
+// exchange name (1 to 255 bytes of letters, digits, '-', '_', '.' and
+// ':'; the "amq." prefix is reserved by RabbitMQ) that contains no "::"
+// and does not end with ':', so that a client's subscription key
+// "exchange::routing key" names one subscription only.
 func ValidExchangeName(name string) bool {
 	if name == "" || len(name) > MaxExchangeNameBytes {
 		return false
 	}
-	if len(name) >= 4 && name[:4] == "amq." {
+	if strings.HasPrefix(name, "amq.") || strings.Contains(name, "::") || strings.HasSuffix(name, ":") {
 		return false
 	}
 	for i := 0; i < len(name); i++ {
