@@ -90,4 +90,3 @@ func (q *sendQueue) takeAll(spare []*frame) []*frame {
 	q.bytes = 0
 	return taken
 }
-
