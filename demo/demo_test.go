@@ -95,7 +95,7 @@ func TestReadmeFlow(t *testing.T) {
 	c.send("Authenticate", map[string]string{"session_token": "wrong"})
 	c.expect("Error", `{"error":"InvalidSessionToken"}`)
 	c.send("Subscribe", map[string]string{"exchange": "widgets", "routing_key": "1"})
-	c.expect("Error", `{"error":"SubscriptionDenied","exchange":"widgets","routing_key":"1"}`) // anonymous
+	c.expect("Error", `{"error":"SubscriptionDenied","exchange":"widgets","message":"the exchange's authorizer refused this key to this session","routing_key":"1"}`) // anonymous
 	c.send("Authenticate", map[string]string{"session_token": "alice-token"})
 	c.expect("Authenticated", `{"username":"alice"}`)
 
@@ -106,7 +106,7 @@ func TestReadmeFlow(t *testing.T) {
 	}
 
 	c.send("Subscribe", map[string]string{"exchange": "widgets", "routing_key": "4"})
-	c.expect("Error", `{"error":"SubscriptionDenied","exchange":"widgets","routing_key":"4"}`)
+	c.expect("Error", `{"error":"SubscriptionDenied","exchange":"widgets","message":"the exchange's authorizer refused this key to this session","routing_key":"4"}`)
 	c.send("Subscribe", map[string]string{"exchange": "widgets", "routing_key": "1"})
 	c.expect("Subscribed", `{"exchange":"widgets","routing_key":"1"}`)
 

@@ -76,5 +76,5 @@ func Example() {
 	// Output:
 	// Authenticated {"username":"alice"}
 	// Subscribed {"exchange":"widgets","routing_key":"92"}
-	// Error {"error":"SubscriptionDenied","exchange":"widgets","routing_key":"2"}
+	// Error {"error":"SubscriptionDenied","exchange":"widgets","message":"the exchange's authorizer refused this key to this session","routing_key":"2"}
 }

@@ -104,6 +104,6 @@ func Example() {
 	// 1 Error {"error":"WrongPassword"}
 	// 2 Authenticated {"username":"alice"}
 	// 3 Subscribed {"exchange":"orders","routing_key":"7"}
-	// 4 Error {"error":"SubscriptionDenied","exchange":"orders","routing_key":"8"}
+	// 4 Error {"error":"SubscriptionDenied","exchange":"orders","message":"the exchange's authorizer refused this key to this session","routing_key":"8"}
 	// 5 Hello {"text":"Hello, Bob, from alice"}
 }
