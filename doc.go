@@ -1,7 +1,7 @@
 // Package myxi is a real-time WebSocket server and framework whose
 // application events travel through RabbitMQ (or, on a single node, an
-// embedded broker). It speaks the myxi 1.x wire protocol (PROTOCOL.md), so
-// pages written for the old Ruby gem and applications that push with its
+// embedded broker). It speaks the myxi 1.x wire protocol (docs/PROTOCOL.md),
+// so pages written for the old Ruby gem and applications that push with its
 // push_event keep working.
 //
 // # Model
@@ -18,29 +18,70 @@
 //		Actions:   map[string]myxi.ActionHandler{"Authenticate": authenticate},
 //	})
 //	...
-//	err = srv.ListenAndServe(ctx) // until ctx ends, then drains
+//	go func() { errc <- srv.ListenAndServe(ctx) }() // until ctx ends, then drains
+//	if err := srv.WaitReady(ctx); err != nil { ... } // a port in use, say
+//	err = srv.Push(ctx, "widgets", "42", "WidgetQtyChanged", map[string]int{"quantity": 5})
 //
-// Configuration is a Config struct read once by New; zero values are the
+// Configuration is a Config struct read once by New, which refuses
+// invalid values with an error naming the field; zero values are the
 // documented defaults. The environment is read only by ConfigFromEnv.
 //
 // # Push path
 //
-// A broker delivery is decoded and encoded once, then queued to each local
-// subscriber; each connection's writer goroutine writes its queue to the
+// A broker delivery is checked and encoded once (an invalid or oversized
+// event is dropped and counted), then queued to each local subscriber's
+// bounded send queue; the connection's writer writes the queue to the
 // socket (several events in one frame for clients that asked for batches
-// with ?batch=1). A client that lets its bounded queue fill is
-// disconnected with close code 1008 instead of slowing anyone else.
+// with ?batch=1). A client that lets its queue fill is disconnected with
+// close code 1008 instead of slowing anyone else.
 //
-// # Concurrency
+// # Goroutines
 //
-// Each session has exactly two goroutines: a reader, which reads frames and
-// runs that session's actions one at a time in order, and a writer, the only
-// goroutine writing to the socket. Everything else (pushes, Session.Send
-// from any goroutine) only appends to the session's queue and never blocks.
-// A Session's methods are safe for concurrent use. Authorizers and action
-// handlers run on the session's reader goroutine: a slow handler delays
-// that session only. Their context ends when the session closes or the
-// action times out (Limits.ActionTimeout).
+// Per session:
+//
+//   - The reader (started by the upgrade handler, it lives as long as the
+//     session) parses the client's frames and runs that session's actions
+//     one at a time, in order: built-in actions, the exchanges' authorizers
+//     for a Subscribe, and the application's action handlers. A slow
+//     handler delays that session only. When the connection ends, the
+//     reader removes the session's subscriptions and runs its OnClose
+//     callbacks.
+//   - The writer is a token, not a fixed goroutine: whoever queues
+//     something (a delivery, Session.Send, a ping timer) starts a writer
+//     goroutine when none holds the token; it writes everything pending and
+//     exits. It is the only code that writes to the socket (gorilla's
+//     Upgrader does the handshake and nothing after it), so there is
+//     exactly one writer at a time and exactly one Close frame.
+//   - A keepalive timer (time.AfterFunc) asks the writer for a ping every
+//     PingInterval.
+//
+// Per node: the broker's goroutines (broker/rabbitmq: a supervisor that
+// reconnects and one consumer that fans each event out to the send
+// queues, never waiting on a client); the periodic re-authorization loop,
+// which runs the exchanges' authorizers off the readers, at most
+// ReauthorizeConcurrency sessions at once. Session.Reauthorize runs them
+// on the caller's goroutine (auth/jwtauth calls it when a token expires).
+//
+// # Locks
+//
+// Lock order: a session's subscription lock (held across the broker round
+// trip of a Subscribe, so that one session's Subscribe and Unsubscribe of a
+// key never overtake each other; it blocks only that session's reader,
+// re-authorization and cleanup), then the hub's per-key bind lock (held
+// across Bind and Unbind for that key), then the hub's shard and
+// subscriber locks, then the broker's own. Fan-out takes only the hub's
+// read locks and a send queue's lock.
+//
+// # Time limits
+//
+// Limits.WriteTimeout is a write deadline on each blocking flush to a
+// socket; a client that does not take the bytes in time is dropped.
+// Limits.ActionTimeout bounds each action's context (its authorizers, the
+// handler and the broker binds of a Subscribe), each session's periodic
+// re-authorization, and the unbinds when a session ends. A client silent
+// for two PingIntervals is closed with 4000. After its Close frame, the
+// server waits at most a second for the client's before dropping the
+// connection.
 //
 // # Brokers
 //
@@ -50,10 +91,18 @@
 // local session subscribes to it. Exchanges are declared as myxi 1.x did
 // (direct, non-durable, not auto-deleted).
 //
+// # Exposure
+//
+// Only what a browser needs is public: the WebSocket endpoints, /myxi.js,
+// /healthz, /readyz and a status page saying ready or not. Metrics are
+// served on Config.MetricsAddr (ListenAndServe, Serve) or wherever the
+// application mounts MetricsHandler. Sessions keep only the handshake
+// headers named in Config.KeepHeaders.
+//
 // # Errors
 //
 // An action handler returns a *ClientError to send the client an Error
-// event it may see ({"error": Name, ...Details}); any other error or a
-// panic is logged with the session id and the client gets InternalError
-// with no details.
+// event it may see ({"error": Name, "message": Message, ...Details}); any
+// other error or a panic is logged with the session id and the client gets
+// InternalError with no details.
 package myxi
