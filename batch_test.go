@@ -2,6 +2,8 @@ package myxi
 
 import (
 	"context"
+	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -115,5 +117,46 @@ func TestBatchSizeCap(t *testing.T) {
 	}
 	if total != 8 {
 		t.Fatalf("%d events, want 8", total)
+	}
+}
+
+// Deliveries written inline by the fan-out and those handed to a writer
+// (after a write that would block) reach the client whole and in order,
+// batched or not.
+func TestInlineDeliveryHandsOverPartialWrites(t *testing.T) {
+	for _, batch := range []bool{false, true} {
+		c, client := writerPair(t, batch)
+		if c.raw == nil {
+			t.Fatal("no raw conn: inline writes are off")
+		}
+		c.queue.maxItems, c.queue.maxBytes = 1<<20, 64<<20
+		const n = 2000
+		pad := strings.Repeat("p", 16<<10) // 32 MB in all: far more than the socket buffers
+		var inline int
+		for i := range n {
+			f := newFrame([]byte(fmt.Sprintf(`{"event":"E","tag":null,"payload":{"seq":%d,"pad":"%s"}}`, i, pad)))
+			f.shared, f.received = true, time.Now()
+			if c.deliver(f) {
+				inline++
+			}
+		}
+		if inline == 0 || inline == n {
+			t.Fatalf("batch=%v: %d of %d written inline; want some inline and some handed over", batch, inline, n)
+		}
+		next := 0
+		for next < n {
+			for _, ev := range strings.Split(readFrame(t, client), "\n") {
+				var got struct {
+					Payload struct {
+						Seq int    `json:"seq"`
+						Pad string `json:"pad"`
+					} `json:"payload"`
+				}
+				if err := json.Unmarshal([]byte(ev), &got); err != nil || got.Payload.Seq != next || got.Payload.Pad != pad {
+					t.Fatalf("batch=%v: event %d: %v %.80q", batch, next, err, ev)
+				}
+				next++
+			}
+		}
 	}
 }

@@ -80,6 +80,13 @@ func (q *sendQueue) push(f *frame) bool {
 	return true
 }
 
+// empty reports whether nothing is queued.
+func (q *sendQueue) empty() bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return len(q.items) == 0
+}
+
 // takeAll moves every queued frame out and returns them; the queue keeps
 // spare's backing array for new pushes.
 func (q *sendQueue) takeAll(spare []*frame) []*frame {

@@ -161,9 +161,20 @@ func (s *Server) deliver(m broker.Message) {
 	}
 	f := newFrame(data)
 	f.shared, f.received = true, time.Now()
-	n := s.hub.Each(m.Exchange, m.RoutingKey, func(c *conn) { _ = c.enqueue(f) })
+	written := 0
+	n := s.hub.Each(m.Exchange, m.RoutingKey, func(c *conn) {
+		if c.deliver(f) {
+			written++
+		}
+	})
 	s.metrics.eventsIn.Inc()
 	s.metrics.fanout.Add(float64(n))
+	if written > 0 {
+		// Counted once per event: per-write updates from the fan-out
+		// would cost as much as the writes' bookkeeping.
+		s.metrics.delivered.Add(float64(written))
+		s.metrics.latency.Observe(time.Since(f.received).Seconds())
+	}
 }
 
 // ErrUnknownExchange is returned by Push for an exchange the server does

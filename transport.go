@@ -7,8 +7,10 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"os"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 	"unicode/utf8"
 )
@@ -83,8 +85,9 @@ type transport struct {
 	onClose func()
 
 	queue   sendQueue
-	writing atomic.Bool // the writer token
-	w       writer      // the token holder's scratch state
+	writing atomic.Bool     // the writer token
+	w       writer          // the token holder's scratch state
+	raw     syscall.RawConn // for non-blocking writes; nil when the conn has none
 
 	pong      atomic.Pointer[[]byte] // a ping's payload the writer must answer
 	pingDue   atomic.Bool            // the keepalive timer asks for a ping
@@ -109,11 +112,17 @@ type writer struct {
 	spare   []*frame
 	iov     net.Buffers
 	scratch []byte // headers of batched and control frames
+	partial []byte // the rest of a frame a non-blocking write began
 }
 
 func (t *transport) init(nc net.Conn, l Limits) {
 	t.nc = nc
 	t.br = bufio.NewReaderSize(nc, readBufferSize)
+	if sc, ok := nc.(syscall.Conn); ok {
+		if raw, err := sc.SyscallConn(); err == nil {
+			t.raw = raw
+		}
+	}
 	t.maxMessage = l.MaxFrameBytes
 	t.idleTimeout = 2 * l.PingInterval
 	t.writeTimeout = l.WriteTimeout
@@ -173,6 +182,70 @@ func (t *transport) enqueue(f *frame) error {
 	}
 	t.kick()
 	return nil
+}
+
+// deliver hands f, a broadcast, to this connection from the fan-out and
+// reports whether it was written already. When no writer holds the token
+// and nothing else is pending, the fan-out takes the token and writes f
+// itself with one non-blocking write: no goroutine wakes up for the
+// common case of a client that keeps up. A write that would block hands
+// the rest, and the token, to a writer goroutine, whose flushes have a
+// deadline.
+func (t *transport) deliver(f *frame) bool {
+	if t.raw == nil || t.closing.Load() || !t.writing.CompareAndSwap(false, true) {
+		_ = t.enqueue(f) // a writer is running: it takes f with the rest
+		return false
+	}
+	if t.pingDue.Load() || t.pong.Load() != nil || !t.queue.empty() {
+		if t.queue.push(f) {
+			go t.writeLoop() // with the token
+			return false
+		}
+		t.writing.Store(false)
+		_ = t.enqueue(f) // full: enqueue closes the slow client
+		return false
+	}
+	n, err := t.tryWrite(f.wire)
+	switch {
+	case err != nil:
+		t.log.Debug("write failed", "err", err)
+		t.abort()
+		go t.writeLoop() // to finish, with the token
+		return false
+	case n < len(f.wire):
+		t.w.partial = f.wire[n:]
+		go t.writeLoop() // to write the rest, with the token
+		return false
+	}
+	t.writing.Store(false)
+	// Work queued while the token was held (a Send, a ping, a close) is
+	// ours to start, unless a writer already has.
+	if t.hasWork() && t.writing.CompareAndSwap(false, true) {
+		go t.writeLoop()
+	}
+	return true
+}
+
+// tryWrite makes one non-blocking write(2) and reports how much of b it
+// wrote; a full socket buffer is not an error (n is then short).
+func (t *transport) tryWrite(b []byte) (n int, err error) {
+	var werr error
+	if err := t.raw.Write(func(fd uintptr) bool {
+		n, werr = syscall.Write(int(fd), b)
+		return true // never wait for the socket: that is the writer's job
+	}); err != nil {
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			return 0, nil // an old flush's deadline: the writer sets a new one
+		}
+		return 0, err
+	}
+	if n < 0 {
+		n = 0
+	}
+	if werr == syscall.EAGAIN || werr == syscall.EINTR {
+		werr = nil
+	}
+	return n, werr
 }
 
 // serve runs the connection on the calling goroutine (the session's
@@ -444,6 +517,11 @@ func (t *transport) flush() error {
 	w := &t.w
 	iov := w.iov[:0]
 	scratch := w.scratch[:0]
+	partial := w.partial != nil
+	if partial {
+		iov = append(iov, w.partial) // a frame already begun goes first, whole
+		w.partial = nil
+	}
 	if t.pingDue.Swap(false) {
 		scratch = appendHeader(scratch, finPing, 0)
 		iov = append(iov, scratch)
@@ -486,6 +564,9 @@ func (t *transport) flush() error {
 		}
 	}
 	err := t.write(iov)
+	if err == nil && partial {
+		t.m.delivered.Inc()
+	}
 	if err == nil && len(frames) > 0 {
 		t.observe(frames)
 	}
@@ -518,11 +599,17 @@ func (t *transport) write(iov net.Buffers) error {
 	if err := t.nc.SetWriteDeadline(time.Now().Add(t.writeTimeout)); err != nil {
 		return err
 	}
+	var err error
 	if len(iov) == 1 {
-		_, err := t.nc.Write(iov[0])
-		return err
+		_, err = t.nc.Write(iov[0])
+	} else {
+		_, err = iov.WriteTo(t.nc)
 	}
-	_, err := iov.WriteTo(t.nc)
+	if err == nil && t.raw != nil {
+		// A deadline left in the past would fail the next non-blocking
+		// write from the fan-out.
+		err = t.nc.SetWriteDeadline(time.Time{})
+	}
 	return err
 }
 
