@@ -13,6 +13,7 @@ import (
 	"github.com/myxi/myxi"
 	"github.com/myxi/myxi/broker"
 	"github.com/myxi/myxi/broker/rabbitmq"
+	"github.com/myxi/myxi/internal/servertest"
 	"github.com/myxi/myxi/internal/testutil"
 )
 
@@ -82,7 +83,7 @@ func TestBrokerURLListFailover(t *testing.T) {
 	}
 	ts := startServer(t, "rabbitmq", func(c *myxi.Config) { c.Broker = b })
 	testutil.Eventually(t, 10*time.Second, "the broker to be ready", b.Ready)
-	waitReady(t, ts.HTTP)
+	servertest.WaitReady(t, ts.HTTP)
 	c := testutil.Dial(t, ts.WS)
 	c.Subscribe(ts.Exchange, "k")
 	ts.push(t, "k", "ViaSecondURL", nil)

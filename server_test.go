@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"net"
 	"net/http"
 	"strconv"
 	"strings"
@@ -18,6 +17,7 @@ import (
 
 	"github.com/myxi/myxi"
 	"github.com/myxi/myxi/broker/rabbitmq"
+	"github.com/myxi/myxi/internal/servertest"
 	"github.com/myxi/myxi/internal/testutil"
 )
 
@@ -114,48 +114,12 @@ func startServer(t *testing.T, kind string, opts ...serverOption) *testServer {
 		ts.Broker, _ = cfg.Broker.(*rabbitmq.Broker)
 		ts.noWait = true
 	}
-	srv, err := myxi.New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ts.Srv = srv
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(ctx, ln) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("serve: %v", err)
-		}
-	})
-	ts.HTTP = "http://" + ln.Addr().String()
-	ts.WS = "ws://" + ln.Addr().String() + "/"
+	s := servertest.Run(t, cfg)
+	ts.Srv, ts.HTTP, ts.WS = s.Srv, s.HTTP, s.WS
 	if !ts.noWait {
-		waitReady(t, ts.HTTP)
+		servertest.WaitReady(t, ts.HTTP)
 	}
 	return ts
-}
-
-func waitReady(t *testing.T, base string) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		resp, err := http.Get(base + "/readyz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return
-			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("server at %s not ready after 10s (last: %v)", base, err)
-		}
-		time.Sleep(20 * time.Millisecond) // polling an external process's readiness
-	}
 }
 
 func forEachBroker(t *testing.T, test func(t *testing.T, kind string)) {

@@ -23,8 +23,18 @@ type Server struct {
 }
 
 // Start runs a server with cfg (periodic reauthorization off and a short
-// drain period unless cfg sets them) until the test ends.
+// drain period unless cfg sets them) until the test ends, and waits until
+// it is ready.
 func Start(tb testing.TB, cfg myxi.Config) *Server {
+	tb.Helper()
+	s := Run(tb, cfg)
+	WaitReady(tb, s.HTTP)
+	return s
+}
+
+// Run is Start without the wait: for a server whose broker may not
+// connect.
+func Run(tb testing.TB, cfg myxi.Config) *Server {
 	tb.Helper()
 	if cfg.ReauthorizeInterval == 0 {
 		cfg.ReauthorizeInterval = -1
@@ -52,9 +62,7 @@ func Start(tb testing.TB, cfg myxi.Config) *Server {
 			tb.Errorf("serve: %v", err)
 		}
 	})
-	s := &Server{Srv: srv, WS: "ws://" + ln.Addr().String() + "/", HTTP: "http://" + ln.Addr().String()}
-	WaitReady(tb, s.HTTP)
-	return s
+	return &Server{Srv: srv, WS: "ws://" + ln.Addr().String() + "/", HTTP: "http://" + ln.Addr().String()}
 }
 
 // WaitReady polls base+"/readyz" until it answers 200, for 10s at most.
