@@ -182,17 +182,19 @@ func (f *flood) run() {
 }
 
 // write sends Pings back to back until end or maxFrames, then closes the
-// flood normally (unless the server closed it first).
+// flood normally. A failed write means the server closed or dropped the
+// socket: the reader reports how.
 func (fl *flooder) write(end time.Time, maxFrames int64) {
 	_ = fl.ws.SetWriteDeadline(end.Add(2 * time.Second)) // a server that stops reading cannot hold it
 	n := int64(0)
 	fl.end = "ran the whole duration"
+	var werr error
 	for ; n < maxFrames; n++ {
 		if n%64 == 0 && !time.Now().Before(end) {
 			break
 		}
-		if err := fl.ws.WriteMessage(websocket.TextMessage, flooderAction); err != nil {
-			fl.end = "write failed: " + err.Error()
+		if werr = fl.ws.WriteMessage(websocket.TextMessage, flooderAction); werr != nil {
+			fl.end = "write failed: " + werr.Error()
 			break
 		}
 	}
@@ -200,10 +202,12 @@ func (fl *flooder) write(end time.Time, maxFrames int64) {
 		fl.end = fmt.Sprintf("reached -flood-max-frames %d", maxFrames)
 	}
 	fl.sent.Store(n)
-	fl.weClosed.Store(true)
-	_ = fl.ws.WriteControl(websocket.CloseMessage,
-		websocket.FormatCloseMessage(websocket.CloseNormalClosure, ""), time.Now().Add(time.Second))
-	// The reader ends on the server's close reply, or at its deadline.
+	if werr == nil {
+		fl.weClosed.Store(true)
+		_ = fl.ws.WriteControl(websocket.CloseMessage,
+			websocket.FormatCloseMessage(websocket.CloseNormalClosure, ""), time.Now().Add(time.Second))
+	}
+	// The reader ends on the server's close frame, or at this deadline.
 	_ = fl.ws.SetReadDeadline(time.Now().Add(2 * time.Second))
 }
 

@@ -528,8 +528,10 @@ func splitSimpleBody(body []byte) (event, payload []byte, ok bool) {
 	event = body[len(head)-1 : i+1]
 	start := i + 1 + len(mid) - 1
 	payload = body[start : len(body)-1]
-	// The payload must be one object ending where the body does: depth
-	// counted outside strings, no white space, printable ASCII only.
+	// The payload must be one object ending where the body does: brackets
+	// matched outside strings (at most 32 deep here), no white space,
+	// printable ASCII only.
+	var open [32]byte
 	depth, inString := 0, false
 	for j := 0; j < len(payload); j++ {
 		b := payload[j]
@@ -549,8 +551,15 @@ func splitSimpleBody(body []byte) (event, payload []byte, ok bool) {
 		case '"':
 			inString = true
 		case '{', '[':
+			if depth == len(open) {
+				return nil, nil, false
+			}
+			open[depth] = b + 2 // '{'+2 is '}', '['+2 is ']'
 			depth++
 		case '}', ']':
+			if depth == 0 || open[depth-1] != b {
+				return nil, nil, false
+			}
 			depth--
 			if depth == 0 && j != len(payload)-1 {
 				return nil, nil, false

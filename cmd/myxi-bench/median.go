@@ -156,7 +156,7 @@ func runMedian(path string, stdout, stderr io.Writer) int {
 		for _, m := range runs {
 			xs = append(xs, fmt.Sprint(field(m, k)))
 		}
-		fmt.Fprintf(stdout, "  %-28s median %-12v runs %s\n", k, med[k], strings.Join(xs, " "))
+		fmt.Fprintf(stdout, "  %-34s median %-12v runs %s\n", k, med[k], strings.Join(xs, " "))
 	}
 	b, _ := json.Marshal(map[string]any{"runs": len(runs), "passed": passed, "median": med})
 	fmt.Fprintf(stdout, "MEDIAN %s\n", b)
