@@ -329,6 +329,9 @@ func TestEndToEndFlood(t *testing.T) {
 				fl.HealthyMaxMs < fl.HealthyP99Ms || fl.HealthyP50Ms > fl.HealthyP99Ms {
 				t.Fatalf("healthy socket: %+v\n%s", fl, out)
 			}
+			if fl.HealthyDuringN < 1 || fl.HealthyDuringN > fl.HealthyAnswered || fl.HealthyDuringMaxMs > fl.HealthyMaxMs {
+				t.Fatalf("healthy socket during the flood: %+v", fl)
+			}
 			if fl.Flooders != 1 || len(fl.PerFlooder) != 1 {
 				t.Fatalf("flooders: %+v", fl)
 			}
@@ -337,6 +340,7 @@ func TestEndToEndFlood(t *testing.T) {
 				// never closed: it stops at -flood-max-frames (or the duration)
 				// (the fake answers a close before the Pongs it has queued)
 				if fl.Closed != 0 || o.CloseCode != 0 || o.Sent < 1 || o.Sent > 2000 || o.Pongs < 1 || o.Pongs > o.Sent ||
+					o.SendingS <= 0 || o.SendingS > 1.2 || o.SentPerS <= 0 || fl.SentPerS != o.SentPerS ||
 					!strings.Contains(out, "the server closed 0 of 1 flooders") {
 					t.Fatalf("flooder: %+v\n%s", o, out)
 				}

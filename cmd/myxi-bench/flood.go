@@ -33,7 +33,7 @@ type floodResult struct {
 	Flooders         int              `json:"flooders"`
 	DurationS        float64          `json:"duration_s"`
 	Sent             int64            `json:"sent"`
-	SentPerS         float64          `json:"sent_per_s"`
+	SentPerS         float64          `json:"sent_per_s"` // the flooders' rates (each over its own sending time), added up
 	Replies          int64            `json:"replies"`
 	Pongs            int64            `json:"pongs"`
 	RateLimited      int64            `json:"rate_limited"`
@@ -49,11 +49,18 @@ type floodResult struct {
 	HealthyMaxMs     float64 `json:"healthy_max_ms"`
 	HealthyOver200ms int64   `json:"healthy_over_200ms"`
 	HealthyLimited   int64   `json:"healthy_rate_limited"`
-	HealthyEnd       string  `json:"healthy_end,omitempty"` // why the healthy socket ended early
+	// The same for the Pings sent while a flooder was still sending: a
+	// server that closes the flooder early ends the flood early.
+	HealthyDuringN     int64   `json:"healthy_during_flood"`
+	HealthyDuringP99Ms float64 `json:"healthy_during_flood_p99_ms"`
+	HealthyDuringMaxMs float64 `json:"healthy_during_flood_max_ms"`
+	HealthyEnd         string  `json:"healthy_end,omitempty"` // why the healthy socket ended early
 }
 
 type flooderOutcome struct {
 	Sent        int64   `json:"sent"`
+	SendingS    float64 `json:"sending_s"` // from the start of the flood to its last write
+	SentPerS    float64 `json:"sent_per_s"`
 	Pongs       int64   `json:"pongs"`
 	RateLimited int64   `json:"rate_limited"`
 	Other       int64   `json:"other"`
@@ -87,6 +94,7 @@ type flooder struct {
 	sent     atomic.Int64
 	out      flooderOutcome // written by its reader, read after wg
 	end      string         // written by its writer
+	sending  time.Duration  // written by its writer
 }
 
 type healthy struct {
@@ -95,6 +103,7 @@ type healthy struct {
 	count atomic.Int64   // Pings sent
 	// owned by the reader until wg is done
 	rtts     []time.Duration
+	sentAt   []int64 // send time of each rtts entry (unix ns)
 	answered []bool
 	rateLim  int64
 	end      string
@@ -172,7 +181,7 @@ func (f *flood) run() {
 	end := f.start.Add(f.cfg.duration)
 	for _, fl := range f.flooders {
 		f.wg.Add(2)
-		go func() { defer f.wg.Done(); fl.write(end, f.cfg.maxFrames) }()
+		go func() { defer f.wg.Done(); fl.write(f.start, end, f.cfg.maxFrames) }()
 		go func() { defer f.wg.Done(); fl.read(f.start, end.Add(5*time.Second)) }()
 	}
 	h := f.healthy
@@ -184,7 +193,7 @@ func (f *flood) run() {
 // write sends Pings back to back until end or maxFrames, then closes the
 // flood normally. A failed write means the server closed or dropped the
 // socket: the reader reports how.
-func (fl *flooder) write(end time.Time, maxFrames int64) {
+func (fl *flooder) write(start, end time.Time, maxFrames int64) {
 	_ = fl.ws.SetWriteDeadline(end.Add(2 * time.Second)) // a server that stops reading cannot hold it
 	n := int64(0)
 	fl.end = "ran the whole duration"
@@ -202,6 +211,7 @@ func (fl *flooder) write(end time.Time, maxFrames int64) {
 		fl.end = fmt.Sprintf("reached -flood-max-frames %d", maxFrames)
 	}
 	fl.sent.Store(n)
+	fl.sending = time.Since(start)
 	if werr == nil {
 		fl.weClosed.Store(true)
 		_ = fl.ws.WriteControl(websocket.CloseMessage,
@@ -319,6 +329,7 @@ func (h *healthy) read(deadline time.Time) {
 			if sent := h.sent[i].Load(); sent > 0 {
 				h.answered[i] = true
 				h.rtts = append(h.rtts, time.Duration(max(0, now-sent)))
+				h.sentAt = append(h.sentAt, sent)
 			}
 		}
 	}
@@ -348,11 +359,18 @@ func (f *flood) wait() *floodResult {
 func (f *flood) result() *floodResult {
 	r := &floodResult{Flooders: len(f.flooders), DurationS: secs(f.cfg.duration)}
 	first := math.Inf(1)
+	var flooding time.Duration // until the last flooder's last write
 	for _, fl := range f.flooders {
+		flooding = max(flooding, fl.sending)
 		out := fl.out
 		out.Sent = fl.sent.Load()
 		out.End = fl.end
+		out.SendingS = secs(fl.sending)
+		if fl.sending > 0 {
+			out.SentPerS = round3(float64(out.Sent) / fl.sending.Seconds())
+		}
 		r.Sent += out.Sent
+		r.SentPerS += out.SentPerS
 		r.Pongs += out.Pongs
 		r.RateLimited += out.RateLimited
 		r.Replies += out.Pongs + out.RateLimited + out.Other
@@ -365,9 +383,7 @@ func (f *flood) result() *floodResult {
 	if r.Closed > 0 {
 		r.FirstCloseAfterS = first
 	}
-	if f.cfg.duration > 0 {
-		r.SentPerS = round3(float64(r.Sent) / f.cfg.duration.Seconds())
-	}
+	r.SentPerS = round3(r.SentPerS)
 	h := f.healthy
 	r.HealthySent = h.count.Load()
 	r.HealthyAnswered = int64(len(h.rtts))
@@ -376,11 +392,18 @@ func (f *flood) result() *floodResult {
 	r.HealthyLimited = h.rateLim
 	p50, p99, mx := rttPercentiles(h.rtts)
 	r.HealthyP50Ms, r.HealthyP99Ms, r.HealthyMaxMs = ms(float64(p50)), ms(float64(p99)), ms(float64(mx))
-	for _, d := range h.rtts {
+	floodEnd := f.start.Add(flooding).UnixNano()
+	var during []time.Duration
+	for i, d := range h.rtts {
 		if d > floodSlow {
 			r.HealthyOver200ms++
 		}
+		if h.sentAt[i] < floodEnd {
+			during = append(during, d)
+		}
 	}
+	_, p99, mx = rttPercentiles(during)
+	r.HealthyDuringN, r.HealthyDuringP99Ms, r.HealthyDuringMaxMs = int64(len(during)), ms(float64(p99)), ms(float64(mx))
 	return r
 }
 

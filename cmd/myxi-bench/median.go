@@ -31,6 +31,7 @@ var optionalMedianFields = []string{
 	"floor.server_cpu_us_per_delivery", "floor.server_cores", "floor.lat_p99_ms", "floor.other_cores", "floor_ratio",
 	"flood.sent_per_s", "flood.closed", "flood.first_close_after_s",
 	"flood.healthy_p50_ms", "flood.healthy_p99_ms", "flood.healthy_max_ms", "flood.healthy_missing",
+	"flood.healthy_during_flood", "flood.healthy_during_flood_p99_ms",
 }
 
 // readResults parses the RESULT lines of r.

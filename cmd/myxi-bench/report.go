@@ -229,13 +229,16 @@ func writeReport(w io.Writer, r *result, publishing bool) {
 			f.Flooders, f.DurationS, group(f.Sent), group(int64(f.SentPerS)), group(f.Replies), group(f.Pongs), group(f.RateLimited))
 		for i, o := range f.PerFlooder {
 			if o.CloseCode != 0 {
-				p("           flooder %d: closed by the server after %.2f s with %d %q (%s Pings sent)", i+1, o.ClosedAfter, o.CloseCode, o.CloseText, group(o.Sent))
+				p("           flooder %d: closed by the server after %.2f s with %d %q; sent %s Pings in %.2f s (%s/s)",
+					i+1, o.ClosedAfter, o.CloseCode, o.CloseText, group(o.Sent), o.SendingS, group(int64(o.SentPerS)))
 			} else {
-				p("           flooder %d: not closed by the server; %s (%s Pings sent)", i+1, o.End, group(o.Sent))
+				p("           flooder %d: not closed by the server; %s; sent %s Pings in %.2f s (%s/s)",
+					i+1, o.End, group(o.Sent), o.SendingS, group(int64(o.SentPerS)))
 			}
 		}
 		p("healthy    %d Pings, %d answered (%d missing, %d RateLimited): Pong p50 %s  p99 %s  max %s; %d over 200 ms",
 			f.HealthySent, f.HealthyAnswered, f.HealthyMissing, f.HealthyLimited, fmtMs(f.HealthyP50Ms), fmtMs(f.HealthyP99Ms), fmtMs(f.HealthyMaxMs), f.HealthyOver200ms)
+		p("           while a flooder was sending: %d Pongs, p99 %s  max %s", f.HealthyDuringN, fmtMs(f.HealthyDuringP99Ms), fmtMs(f.HealthyDuringMaxMs))
 	}
 	if r.ToolPeakRSSKB > 0 {
 		p("tool       peak RSS %s", fmtKB(r.ToolPeakRSSKB))
