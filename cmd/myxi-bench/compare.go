@@ -48,6 +48,9 @@ func compareFloor(floor, server *result) *result {
 	} else {
 		out.warn("the floor ratio is not measurable: a run delivered nothing or used less CPU than the clock resolution (10 ms); raise -conns, -rate or -duration")
 	}
+	if floor.Lost > 0 || server.Lost > 0 {
+		out.warn("a run did not deliver everything within -drain (floor lost %d, server %d): its CPU window ended with work left, so the ratio compares unequal work", floor.Lost, server.Lost)
+	}
 	for _, f := range floor.Failures {
 		out.fail("floor run: %s", f)
 	}

@@ -50,12 +50,12 @@ func TestCompareFloor(t *testing.T) {
 	}
 
 	// a failed floor run fails the comparison; an unmeasurable ratio warns
-	floor.Pass, floor.Failures, floor.ServerCPUS = false, []string{"lost 3 of 10 deliveries"}, 0
+	floor.Pass, floor.Failures, floor.ServerCPUS, floor.Lost = false, []string{"lost 3 of 10 deliveries"}, 0, 3
 	out = compareFloor(floor, server)
 	if out.Pass || out.FloorRatio != 0 || len(out.Failures) != 1 || out.Failures[0] != "floor run: lost 3 of 10 deliveries" {
 		t.Fatalf("failed floor: %+v", out)
 	}
-	if !strings.Contains(strings.Join(out.Warnings, "|"), "not measurable") {
+	if w := strings.Join(out.Warnings, "|"); !strings.Contains(w, "not measurable") || !strings.Contains(w, "floor lost 3, server 0") {
 		t.Fatalf("warnings %q", out.Warnings)
 	}
 	if strings.Contains(resultLine(out), "floor_ratio") {

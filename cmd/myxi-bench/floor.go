@@ -172,8 +172,9 @@ func runFloorServer(args []string, stderr io.Writer) int {
 }
 
 // floorServer is the floor's state. subs maps a routing key to its
-// subscribers; each slice is replaced, never changed in place, so the
-// fan-out reads a snapshot without holding the lock while it writes.
+// subscribers. The fan-out takes a snapshot (the slice) under the lock and
+// writes without it: Subscribe only appends (past every snapshot's length)
+// and removals build a new slice, so a snapshot never changes.
 type floorServer struct {
 	exchange string
 	queue    string
@@ -323,11 +324,10 @@ func (f *floorServer) action(c *floorConn, msg []byte) []byte {
 		f.log.Warn("bind", "routing_key", k, "err", err)
 		return fmt.Appendf(nil, `{"event":"Error","tag":%s,"payload":{"error":"BrokerUnavailable","exchange":"%s","routing_key":"%s"}}`, tag, exchange, key)
 	}
+	// Appending in place is safe for the fan-out's snapshots: they never
+	// read past their own length, and removals build a new slice.
 	f.mu.Lock()
-	old := f.subs[k]
-	next := make([]*floorConn, len(old), len(old)+1)
-	copy(next, old)
-	f.subs[k] = append(next, c)
+	f.subs[k] = append(f.subs[k], c)
 	f.mu.Unlock()
 	return fmt.Appendf(nil, `{"event":"Subscribed","tag":%s,"payload":{"exchange":"%s","routing_key":"%s"}}`, tag, exchange, key)
 }

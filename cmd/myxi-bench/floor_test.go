@@ -294,3 +294,42 @@ func TestFloorFanOutDropsDeadSockets(t *testing.T) {
 		t.Fatalf("subscribers after a failed write: %v", f.subs["k"])
 	}
 }
+
+// Subscribes append in place while the fan-out writes to a snapshot: the
+// race detector checks that they never touch the same element.
+func TestFloorSubscribeDuringFanOut(t *testing.T) {
+	f := &floorServer{exchange: "bench", subs: map[string][]*floorConn{}, bound: map[string]bool{"k": true}}
+	const n = 200
+	var readers sync.WaitGroup
+	var conns []net.Conn
+	defer func() {
+		for _, c := range conns {
+			c.Close()
+		}
+		readers.Wait()
+	}()
+	subscribed := make(chan struct{})
+	go func() {
+		defer close(subscribed)
+		for range n {
+			a, b := net.Pipe()
+			conns = append(conns, a, b)
+			readers.Add(1)
+			go func() { defer readers.Done(); _, _ = io.Copy(io.Discard, b) }()
+			f.action(&floorConn{nc: a}, []byte(`{"action":"Subscribe","tag":1,"payload":{"exchange":"bench","routing_key":"k"}}`))
+		}
+	}()
+fanning:
+	for range 10_000 {
+		select {
+		case <-subscribed:
+			break fanning
+		default:
+		}
+		f.fanOut("k", []byte("x"))
+	}
+	<-subscribed
+	if got := len(f.subs["k"]); got != n {
+		t.Fatalf("%d subscribers, want %d", got, n)
+	}
+}
