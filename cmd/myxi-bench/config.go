@@ -6,9 +6,11 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"net"
 	"net/url"
 	"os"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -49,6 +51,23 @@ type config struct {
 
 	CPUProfile string // the tool's own CPU profile (pprof), for tuning the tool
 	Median     string // summarize the RESULT lines of this file instead of running
+
+	// The floor server (issue 13): -floor runs against it instead of Myxi,
+	// -floor-compare runs against it and then against the -spawn server.
+	Floor          bool
+	FloorCompare   bool
+	FloorPrefetch  int
+	FloorMaxLength int
+	FloorOverflow  string
+	FloorAckEvery  int
+
+	// Flood mode (issue 12): Flooders sockets send Pings as fast as they
+	// can for FloodDuration while a healthy socket pings every FloodInterval.
+	Flood          bool
+	Flooders       int
+	FloodDuration  time.Duration
+	FloodInterval  time.Duration
+	FloodMaxFrames int64
 }
 
 // scenario holds the values a -scenario name stands for. Flags given on the
@@ -121,6 +140,17 @@ func parseConfig(args []string, stderr io.Writer) (*config, error) {
 	fs.DurationVar(&c.Timeout, "timeout", 5*time.Minute, "hard cap on the whole run")
 	fs.StringVar(&c.CPUProfile, "cpuprofile", "", "write the tool's own CPU profile (publish phase) to this file")
 	fs.StringVar(&c.Median, "median", "", "do not run: print the medians of the RESULT lines in this file (- for stdin)")
+	fs.BoolVar(&c.Floor, "floor", false, "run against the floor server (a bare fan-out writer this tool spawns) instead of Myxi")
+	fs.BoolVar(&c.FloorCompare, "floor-compare", false, "run the scenario against the floor server, then against the -spawn server, and report server CPU per delivery, Myxi ÷ floor")
+	fs.IntVar(&c.FloorPrefetch, "floor-prefetch", defaultFloorPrefetch, "the floor's consumer prefetch (0 = unlimited)")
+	fs.IntVar(&c.FloorMaxLength, "floor-max-length", defaultFloorMaxLength, "x-max-length of the floor's node queue (0 = unbounded)")
+	fs.StringVar(&c.FloorOverflow, "floor-overflow", defaultFloorOverflow, "x-overflow of the floor's node queue")
+	fs.IntVar(&c.FloorAckEvery, "floor-ack-every", 0, "the floor acknowledges (multiple=true) at least every N deliveries, and whenever it has caught up (0 = prefetch/2)")
+	fs.BoolVar(&c.Flood, "flood", false, "while the scenario runs, -flooders sockets send Pings as fast as they can for -flood-duration; report a healthy socket's Ping->Pong latency and how the flooders were closed")
+	fs.IntVar(&c.Flooders, "flooders", 1, "flooding sockets with -flood")
+	fs.DurationVar(&c.FloodDuration, "flood-duration", 10*time.Second, "how long the flood lasts")
+	fs.DurationVar(&c.FloodInterval, "flood-ping-interval", 50*time.Millisecond, "the healthy socket's Ping interval during the flood")
+	fs.Int64Var(&c.FloodMaxFrames, "flood-max-frames", 5_000_000, "Pings one flooder sends at most")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "usage: go run ./cmd/myxi-bench [flags]\n\nscenarios:\n")
 		for _, n := range scenarioNames() {
@@ -222,10 +252,70 @@ func (c *config) validate() error {
 			errs = append(errs, err)
 		}
 	}
+	if c.Floor && c.FloorCompare {
+		bad("give -floor or -floor-compare, not both")
+	}
+	if c.Floor && (c.Spawn != "" || c.PID > 0) {
+		bad("-floor spawns the floor server itself: leave out -spawn and -pid")
+	}
+	if c.FloorCompare && c.Spawn == "" {
+		bad("-floor-compare needs -spawn for the Myxi server (both servers take the -url port, one after the other)")
+	}
+	if c.Floor || c.FloorCompare {
+		fc := c.floorConfig()
+		if err := fc.validate(); err != nil {
+			errs = append(errs, fmt.Errorf("floor server: %w", err))
+		}
+		if c.Publish != "amqp" {
+			bad("the floor server only consumes from RabbitMQ: -publish must be amqp")
+		}
+	}
+	if c.Flood {
+		if c.Floor || c.FloorCompare {
+			bad("-flood measures Myxi's answers to Pings, which the floor server does not give: not with -floor or -floor-compare")
+		}
+		if c.Flooders < 1 || c.Flooders > 100 {
+			bad("-flooders must be between 1 and 100")
+		}
+		if c.FloodDuration <= 0 || c.FloodDuration > 5*time.Minute {
+			bad("-flood-duration must be positive and at most 5m")
+		}
+		if c.FloodInterval < time.Millisecond || c.FloodInterval > 10*time.Second {
+			bad("-flood-ping-interval must be between 1ms and 10s")
+		}
+		if c.FloodMaxFrames < 1 || c.FloodMaxFrames > 100_000_000 {
+			bad("-flood-max-frames must be between 1 and 1e8")
+		}
+	}
 	if need := c.Settle + c.Duration + c.Drain; need >= c.Timeout {
 		bad("-timeout %v leaves no time to connect: settle+duration+drain is already %v", c.Timeout, need)
 	}
 	return errors.Join(errs...)
+}
+
+// floodSockets is how many sockets the flood adds to the clients.
+func (c *config) floodSockets() int {
+	if !c.Flood {
+		return 0
+	}
+	return c.Flooders + 1
+}
+
+// floorConfig is the floor server's configuration for this run: it listens
+// on the -url port of the loopback host.
+func (c *config) floorConfig() *floorConfig {
+	addr := "127.0.0.1:5005"
+	if u, err := url.Parse(c.URL); err == nil {
+		if p, err := urlPort(u); err == nil {
+			host := u.Hostname()
+			if host == "localhost" {
+				host = "127.0.0.1"
+			}
+			addr = net.JoinHostPort(host, strconv.Itoa(p))
+		}
+	}
+	return &floorConfig{Addr: addr, AMQP: c.AMQP, Exchange: c.Exchange, Prefetch: c.FloorPrefetch,
+		MaxLength: c.FloorMaxLength, Overflow: c.FloorOverflow, AckEvery: c.FloorAckEvery}
 }
 
 // totalEvents is the number of events the run publishes.

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -33,6 +34,9 @@ type fakeServer struct {
 	queue    string
 	dropSeq  int64 // drop events with this seq for one client (-1: none)
 	dropped  atomic.Int64
+	// pingLimit > 0: a session that sends more Pings is closed with 1008,
+	// as a server that stops floods does.
+	pingLimit int
 
 	mu    sync.Mutex // guards subs and the binding channel
 	subs  map[string][]*fakeSession
@@ -107,6 +111,7 @@ func newFakeServer(t *testing.T, amqpURL string, dropSeq int64) (*fakeServer, *h
 
 func (f *fakeServer) read(s *fakeSession) {
 	defer close(s.out)
+	pings := 0
 	for {
 		_, msg, err := s.ws.ReadMessage()
 		if err != nil {
@@ -120,7 +125,29 @@ func (f *fakeServer) read(s *fakeSession) {
 				RoutingKey string `json:"routing_key"`
 			} `json:"payload"`
 		}
-		if json.Unmarshal(msg, &a) != nil || a.Action != "Subscribe" {
+		if json.Unmarshal(msg, &a) != nil {
+			continue
+		}
+		if a.Action == "Ping" {
+			if pings++; f.pingLimit > 0 && pings > f.pingLimit {
+				_ = s.ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.ClosePolicyViolation, "flooding"), time.Now().Add(time.Second))
+				// wait for the client's close reply, so that closing does
+				// not reset a socket with unread data
+				_ = s.ws.SetReadDeadline(time.Now().Add(2 * time.Second))
+				for {
+					if _, _, err := s.ws.ReadMessage(); err != nil {
+						return
+					}
+				}
+			}
+			tag := a.Tag
+			if len(tag) == 0 {
+				tag = json.RawMessage("null")
+			}
+			s.out <- []byte(fmt.Sprintf(`{"event":"Pong","tag":%s,"payload":{"time":1}}`, tag))
+			continue
+		}
+		if a.Action != "Subscribe" {
 			continue
 		}
 		key := a.Payload.RoutingKey
@@ -279,5 +306,161 @@ func TestRefusesMissingExchange(t *testing.T) {
 		"-pid", "-1", "-timeout", "60s")
 	if code != exitSetup || !strings.Contains(out, "does not exist") {
 		t.Fatalf("exit %d:\n%s", code, out)
+	}
+}
+
+func TestEndToEndFlood(t *testing.T) {
+	amqpURL := amqpURLForTest(t)
+	for _, limit := range []int{0, 300} {
+		t.Run(fmt.Sprintf("pingLimit=%d", limit), func(t *testing.T) {
+			f, srv := newFakeServer(t, amqpURL, -1)
+			f.pingLimit = limit
+			wsURL := "ws" + strings.TrimPrefix(srv.URL, "http") + "/"
+			code, r, out := runTool(t, "-url", wsURL, "-amqp", amqpURL, "-exchange", f.exchange,
+				"-conns", "10", "-keys", "1", "-rate", "20", "-duration", "1s", "-settle", "0s", "-drain", "5s",
+				"-timeout", "60s", "-pid", fmt.Sprint(os.Getpid()),
+				"-flood", "-flood-duration", "1s", "-flood-ping-interval", "20ms", "-flood-max-frames", "2000")
+			if code != exitPass || !r.Pass || r.Received != 200 || r.Flood == nil {
+				t.Fatalf("exit %d pass %v received %d:\n%s", code, r.Pass, r.Received, out)
+			}
+			fl := r.Flood
+			// one Ping at 0 and one every 20 ms within 1 s
+			if fl.HealthySent != 51 || fl.HealthyAnswered != 51 || fl.HealthyMissing != 0 || fl.HealthyP99Ms <= 0 ||
+				fl.HealthyMaxMs < fl.HealthyP99Ms || fl.HealthyP50Ms > fl.HealthyP99Ms {
+				t.Fatalf("healthy socket: %+v\n%s", fl, out)
+			}
+			if fl.HealthyDuringN < 1 || fl.HealthyDuringN > fl.HealthyAnswered || fl.HealthyDuringMaxMs > fl.HealthyMaxMs {
+				t.Fatalf("healthy socket during the flood: %+v", fl)
+			}
+			if fl.Flooders != 1 || len(fl.PerFlooder) != 1 {
+				t.Fatalf("flooders: %+v", fl)
+			}
+			o := fl.PerFlooder[0]
+			if limit == 0 {
+				// never closed: it stops at -flood-max-frames (or the duration)
+				// (the fake answers a close before the Pongs it has queued)
+				if fl.Closed != 0 || o.CloseCode != 0 || o.Sent < 1 || o.Sent > 2000 || o.Pongs < 1 || o.Pongs > o.Sent ||
+					o.SendingS <= 0 || o.SendingS > 1.2 || o.SentPerS <= 0 || fl.SentPerS != o.SentPerS ||
+					!strings.Contains(out, "the server closed 0 of 1 flooders") {
+					t.Fatalf("flooder: %+v\n%s", o, out)
+				}
+				return
+			}
+			if fl.Closed != 1 || o.CloseCode != 1008 || o.CloseText != "flooding" || o.ClosedAfter <= 0 || o.ClosedAfter > 1.5 ||
+				fl.FirstCloseAfterS != o.ClosedAfter || o.Pongs > int64(limit) || o.Sent <= int64(limit) {
+				t.Fatalf("flooder: %+v\n%s", o, out)
+			}
+			if !strings.Contains(out, `closed by the server after`) || !strings.Contains(out, `with 1008 "flooding"`) {
+				t.Fatalf("report:\n%s", out)
+			}
+		})
+	}
+}
+
+// freePort returns a loopback port nothing listens on right now.
+func freePort(t *testing.T) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// deleteExchangeAtEnd removes the exchange the floor server declares.
+func deleteExchangeAtEnd(t *testing.T, amqpURL, exchange string) {
+	t.Cleanup(func() {
+		conn, err := amqp.Dial(amqpURL)
+		if err != nil {
+			t.Errorf("cleanup: %v", err)
+			return
+		}
+		defer conn.Close()
+		ch, err := conn.Channel()
+		if err != nil {
+			t.Errorf("cleanup: %v", err)
+			return
+		}
+		if err := ch.ExchangeDelete(exchange, false, false); err != nil {
+			t.Errorf("cleanup: delete exchange %s: %v", exchange, err)
+		}
+	})
+}
+
+func processGone(pid int) bool {
+	_, err := os.Stat(fmt.Sprintf("/proc/%d", pid))
+	return os.IsNotExist(err)
+}
+
+// The floor server, spawned as a separate process (this test binary with
+// the floor-server subcommand), on the real RabbitMQ.
+func TestEndToEndFloor(t *testing.T) {
+	amqpURL := amqpURLForTest(t)
+	exchange := testutil.UniqueName("myxi-bench-floor")
+	deleteExchangeAtEnd(t, amqpURL, exchange)
+	for _, batch := range []bool{false, true} {
+		t.Run(fmt.Sprintf("batch=%v", batch), func(t *testing.T) {
+			args := []string{"-floor", "-url", fmt.Sprintf("ws://127.0.0.1:%d/", freePort(t)), "-amqp", amqpURL,
+				"-exchange", exchange, "-conns", "50", "-keys", "2", "-rate", "40", "-duration", "1s", "-settle", "0s",
+				"-drain", "5s", "-timeout", "60s", "-spawn-wait", "20s", "-spawn-log", t.TempDir() + "/server.log"}
+			if batch {
+				args = append(args, "-batch")
+			}
+			code, r, out := runTool(t, args...)
+			if code != exitPass || !r.Pass {
+				t.Fatalf("exit %d pass %v:\n%s", code, r.Pass, out)
+			}
+			// 40 events over 2 keys, 25 clients per key; one event per frame
+			if r.Target != "floor" || r.Connected != 50 || r.NoWelcome != 0 || r.Expected != 1000 || r.Received != 1000 ||
+				r.Frames != 1000 || r.Unroutable != 0 {
+				t.Fatalf("counts: %+v\n%s", r, out)
+			}
+			if r.ServerPID <= 0 || r.ServerPID == os.Getpid() || r.RSSBeforeKB <= 0 {
+				t.Fatalf("the floor was not sampled as a process of its own: pid %d rss %d", r.ServerPID, r.RSSBeforeKB)
+			}
+			if !processGone(r.ServerPID) {
+				t.Fatalf("the floor server (pid %d) still runs after the tool returned", r.ServerPID)
+			}
+			if !strings.Contains(out, "(floor server) ==") {
+				t.Fatalf("report:\n%s", out)
+			}
+		})
+	}
+}
+
+// -floor-compare, with the floor itself standing in for the -spawn server
+// (the test cannot build Myxi): two processes, two runs, one ratio.
+func TestEndToEndFloorCompare(t *testing.T) {
+	amqpURL := amqpURLForTest(t)
+	exchange := testutil.UniqueName("myxi-bench-cmp")
+	deleteExchangeAtEnd(t, amqpURL, exchange)
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	spawn := fmt.Sprintf("'%s' %s -exchange %s -prefetch 100", strings.ReplaceAll(exe, "'", `'\''`), floorSubcommand, exchange)
+	code, r, out := runTool(t, "-floor-compare", "-spawn", spawn, "-url", fmt.Sprintf("ws://127.0.0.1:%d/", freePort(t)),
+		"-amqp", amqpURL, "-exchange", exchange, "-conns", "50", "-keys", "1", "-rate", "50", "-duration", "1s",
+		"-settle", "0s", "-drain", "5s", "-timeout", "60s", "-spawn-wait", "20s", "-spawn-log", t.TempDir()+"/server.log")
+	if code != exitPass || !r.Pass || r.Floor == nil {
+		t.Fatalf("exit %d pass %v:\n%s", code, r.Pass, out)
+	}
+	fl := r.Floor
+	if r.Target != "server" || fl.Target != "floor" || !fl.Pass || r.Received != 2500 || fl.Received != 2500 {
+		t.Fatalf("runs: server %+v\nfloor %+v\n%s", r, fl, out)
+	}
+	if r.ServerPID <= 0 || fl.ServerPID <= 0 || r.ServerPID == fl.ServerPID || !processGone(r.ServerPID) || !processGone(fl.ServerPID) {
+		t.Fatalf("pids: server %d floor %d", r.ServerPID, fl.ServerPID)
+	}
+	if r.FloorServerCPUUSPerDelivery != fl.ServerCPUUSPerDelivery {
+		t.Fatalf("floor figure %v in the result, %v in the floor's run", r.FloorServerCPUUSPerDelivery, fl.ServerCPUUSPerDelivery)
+	}
+	want, ok := floorRatio(r.ServerCPUS, r.Received, fl.ServerCPUS, fl.Received)
+	if r.FloorRatio != round3(want) || ok != (r.FloorRatio > 0) {
+		t.Fatalf("ratio %v, want %v (%v)", r.FloorRatio, round3(want), ok)
+	}
+	if strings.Count(out, "RESULT ") != 1 || !strings.Contains(out, "floor vs server") {
+		t.Fatalf("want one RESULT line and the comparison:\n%s", out)
 	}
 }

@@ -21,7 +21,17 @@ var medianFields = []string{
 	"connected", "connect_failed", "connect_s", "rss_per_conn_kb",
 	"expected", "received", "lost", "deliveries_per_s",
 	"lat_p50_ms", "lat_p90_ms", "lat_p99_ms", "lat_max_ms",
-	"server_cores", "deliveries_per_server_cpu_s", "tool_cores", "broker_cores", "machine_cores", "other_cores",
+	"server_cores", "deliveries_per_server_cpu_s", "server_cpu_us_per_delivery",
+	"tool_cores", "broker_cores", "machine_cores", "other_cores",
+}
+
+// optionalMedianFields are shown when some run has them: -floor-compare and
+// -flood runs. Nested objects are flattened one level ("floor.x").
+var optionalMedianFields = []string{
+	"floor.server_cpu_us_per_delivery", "floor.server_cores", "floor.lat_p99_ms", "floor.other_cores", "floor_ratio",
+	"flood.sent_per_s", "flood.closed", "flood.first_close_after_s",
+	"flood.healthy_p50_ms", "flood.healthy_p99_ms", "flood.healthy_max_ms", "flood.healthy_missing",
+	"flood.healthy_during_flood", "flood.healthy_during_flood_p99_ms",
 }
 
 // readResults parses the RESULT lines of r.
@@ -66,8 +76,15 @@ func medians(runs []map[string]any) (map[string]float64, int) {
 			passed++
 		}
 		for k, v := range m {
-			if f, ok := v.(float64); ok {
-				vals[k] = append(vals[k], f)
+			switch v := v.(type) {
+			case float64:
+				vals[k] = append(vals[k], v)
+			case map[string]any:
+				for k2, v2 := range v {
+					if f, ok := v2.(float64); ok {
+						vals[k+"."+k2] = append(vals[k+"."+k2], f)
+					}
+				}
 			}
 		}
 	}
@@ -76,6 +93,22 @@ func medians(runs []map[string]any) (map[string]float64, int) {
 		med[k] = round3(medianOf(xs))
 	}
 	return med, passed
+}
+
+// field is m[k], or for "a.b" the field b of the object m["a"] (nil when
+// absent).
+func field(m map[string]any, k string) any {
+	if v, ok := m[k]; ok {
+		return v
+	}
+	outer, inner, ok := strings.Cut(k, ".")
+	if !ok {
+		return nil
+	}
+	if o, ok := m[outer].(map[string]any); ok {
+		return o[inner]
+	}
+	return nil
 }
 
 func runMedian(path string, stdout, stderr io.Writer) int {
@@ -113,12 +146,18 @@ func runMedian(path string, stdout, stderr io.Writer) int {
 	if len(setups) > 1 {
 		fmt.Fprintln(stdout, "warning: the runs differ in setup; their medians mix them")
 	}
-	for _, k := range medianFields {
+	fields := slices.Clone(medianFields)
+	for _, k := range optionalMedianFields {
+		if _, ok := med[k]; ok {
+			fields = append(fields, k)
+		}
+	}
+	for _, k := range fields {
 		var xs []string
 		for _, m := range runs {
-			xs = append(xs, fmt.Sprint(m[k]))
+			xs = append(xs, fmt.Sprint(field(m, k)))
 		}
-		fmt.Fprintf(stdout, "  %-28s median %-12v runs %s\n", k, med[k], strings.Join(xs, " "))
+		fmt.Fprintf(stdout, "  %-34s median %-12v runs %s\n", k, med[k], strings.Join(xs, " "))
 	}
 	b, _ := json.Marshal(map[string]any{"runs": len(runs), "passed": passed, "median": med})
 	fmt.Fprintf(stdout, "MEDIAN %s\n", b)

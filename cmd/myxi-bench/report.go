@@ -13,6 +13,7 @@ import (
 // JSON line prefixed "RESULT " for scripts.
 type result struct {
 	Scenario     string   `json:"scenario"`
+	Target       string   `json:"target"` // "server" or "floor"
 	Pass         bool     `json:"pass"`
 	Failures     []string `json:"failures"`
 	Warnings     []string `json:"warnings"`
@@ -80,19 +81,29 @@ type result struct {
 	ServerCPUS       float64 `json:"server_cpu_s"`
 	ServerCores      float64 `json:"server_cores"`
 	DeliveriesPerCPU float64 `json:"deliveries_per_server_cpu_s"`
-	ToolCPUS         float64 `json:"tool_cpu_s"`
-	ToolCores        float64 `json:"tool_cores"`
-	BrokerPID        int     `json:"broker_pid"`
-	BrokerCPUS       float64 `json:"broker_cpu_s"`
-	BrokerCores      float64 `json:"broker_cores"`
-	MachineCores     float64 `json:"machine_cores"` // busy cores of the whole machine
-	MachineCoresAll  int     `json:"machine_cores_total"`
-	OtherCores       float64 `json:"other_cores"` // machine - server - tool - broker, at least 0
-	EventsPerFrame   float64 `json:"events_per_frame"`
+	// ServerCPUUSPerDelivery is server CPU microseconds per delivery.
+	ServerCPUUSPerDelivery float64 `json:"server_cpu_us_per_delivery"`
+	ToolCPUS               float64 `json:"tool_cpu_s"`
+	ToolCores              float64 `json:"tool_cores"`
+	BrokerPID              int     `json:"broker_pid"`
+	BrokerCPUS             float64 `json:"broker_cpu_s"`
+	BrokerCores            float64 `json:"broker_cores"`
+	MachineCores           float64 `json:"machine_cores"` // busy cores of the whole machine
+	MachineCoresAll        int     `json:"machine_cores_total"`
+	OtherCores             float64 `json:"other_cores"` // machine - server - tool - broker, at least 0
+	EventsPerFrame         float64 `json:"events_per_frame"`
 
 	ConnectServerCPUS float64 `json:"connect_server_cpu_s"`
 	ConnectToolCPUS   float64 `json:"connect_tool_cpu_s"`
 	ToolPeakRSSKB     int64   `json:"tool_peak_rss_kb"`
+
+	// -floor-compare: the floor's run, its CPU per delivery and Myxi's
+	// over it (0 when not measurable).
+	Floor                       *result `json:"floor,omitempty"`
+	FloorServerCPUUSPerDelivery float64 `json:"floor_server_cpu_us_per_delivery,omitempty"`
+	FloorRatio                  float64 `json:"floor_ratio,omitempty"`
+
+	Flood *floodResult `json:"flood,omitempty"`
 }
 
 func (r *result) fail(format string, a ...any) {
@@ -157,6 +168,9 @@ func writeReport(w io.Writer, r *result, publishing bool) {
 	if name == "" {
 		name = "custom"
 	}
+	if r.Target == "floor" {
+		name += " (floor server)"
+	}
 	p("== myxi-bench: %s ==", name)
 	p("target     %s  exchange %q", r.URL, r.Exchange)
 	events := "no events"
@@ -195,8 +209,8 @@ func writeReport(w io.Writer, r *result, publishing bool) {
 		p("latency    p50 %s  p90 %s  p99 %s  p99.9 %s  max %s  (mean %s)",
 			fmtMs(r.LatP50Ms), fmtMs(r.LatP90Ms), fmtMs(r.LatP99Ms), fmtMs(r.LatP999Ms), fmtMs(r.LatMaxMs), fmtMs(r.LatMeanMs))
 		if r.ServerPID > 0 {
-			p("cpu        publish phase %.2f s wall: server %.2f s = %.2f cores -> %s deliveries per server CPU-s",
-				r.PhaseS, r.ServerCPUS, r.ServerCores, group(int64(r.DeliveriesPerCPU)))
+			p("cpu        publish phase %.2f s wall: server %.2f s = %.2f cores -> %s deliveries per server CPU-s (%.3f µs per delivery)",
+				r.PhaseS, r.ServerCPUS, r.ServerCores, group(int64(r.DeliveriesPerCPU)), r.ServerCPUUSPerDelivery)
 		} else {
 			p("cpu        publish phase %.2f s wall", r.PhaseS)
 		}
@@ -209,6 +223,22 @@ func writeReport(w io.Writer, r *result, publishing bool) {
 		if r.ServerPID > 0 {
 			p("           server RSS after publishing %s (peak %s)", fmtKB(r.RSSAfterPublishKB), fmtKB(r.RSSPeakKB))
 		}
+	}
+	if f := r.Flood; f != nil {
+		p("flood      %d flooder(s) for %gs: %s Pings sent (%s/s); replies %s (Pong %s, RateLimited %s)",
+			f.Flooders, f.DurationS, group(f.Sent), group(int64(f.SentPerS)), group(f.Replies), group(f.Pongs), group(f.RateLimited))
+		for i, o := range f.PerFlooder {
+			if o.CloseCode != 0 {
+				p("           flooder %d: closed by the server after %.2f s with %d %q; sent %s Pings in %.2f s (%s/s)",
+					i+1, o.ClosedAfter, o.CloseCode, o.CloseText, group(o.Sent), o.SendingS, group(int64(o.SentPerS)))
+			} else {
+				p("           flooder %d: not closed by the server; %s; sent %s Pings in %.2f s (%s/s)",
+					i+1, o.End, group(o.Sent), o.SendingS, group(int64(o.SentPerS)))
+			}
+		}
+		p("healthy    %d Pings, %d answered (%d missing, %d RateLimited): Pong p50 %s  p99 %s  max %s; %d over 200 ms",
+			f.HealthySent, f.HealthyAnswered, f.HealthyMissing, f.HealthyLimited, fmtMs(f.HealthyP50Ms), fmtMs(f.HealthyP99Ms), fmtMs(f.HealthyMaxMs), f.HealthyOver200ms)
+		p("           while a flooder was sending: %d Pongs, p99 %s  max %s", f.HealthyDuringN, fmtMs(f.HealthyDuringP99Ms), fmtMs(f.HealthyDuringMaxMs))
 	}
 	if r.ToolPeakRSSKB > 0 {
 		p("tool       peak RSS %s", fmtKB(r.ToolPeakRSSKB))

@@ -10,6 +10,7 @@ import (
 	"os"
 	"runtime"
 	"runtime/debug"
+	"sync/atomic"
 	"time"
 )
 
@@ -25,8 +26,30 @@ const (
 	exitTimeout = 3 // the hard cap hit
 )
 
-// run does one benchmark run: connect, settle, publish, drain, report.
+// target is one server a run measures: the -spawn server (or the one
+// already listening), or the floor server.
+type target struct {
+	name  string // "server" or "floor"
+	floor bool
+}
+
+// targets is what this invocation measures, in order.
+func (c *config) targets() []target {
+	switch {
+	case c.Floor:
+		return []target{{name: "floor", floor: true}}
+	case c.FloorCompare:
+		return []target{{name: "floor", floor: true}, {name: "server"}}
+	}
+	return []target{{name: "server"}}
+}
+
+// run does one benchmark run (connect, settle, publish, drain, report), or
+// with -floor-compare two: against the floor server, then against Myxi.
 func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) > 0 && args[0] == floorSubcommand {
+		return runFloorServer(args[1:], stderr)
+	}
 	cfg, err := parseConfig(args, stderr)
 	if errors.Is(err, flag.ErrHelp) {
 		return exitPass
@@ -42,34 +65,27 @@ func run(args []string, stdout, stderr io.Writer) int {
 	logf := func(format string, a ...any) {
 		fmt.Fprintf(stderr, "[%6.1fs] "+format+"\n", append([]any{time.Since(t0).Seconds()}, a...)...)
 	}
-	setupErr := func(format string, a ...any) int {
-		fmt.Fprintf(stderr, "myxi-bench: "+format+"\n", a...)
-		return exitSetup
-	}
 
 	soft, hard, err := raiseNoFile()
 	if err != nil {
 		logf("warning: %v", err)
 	}
 	logf("open files: soft limit %d (hard %d)", soft, hard)
-	if uint64(cfg.Conns+fdReserve) > soft {
-		return setupErr("-conns %d needs about %d open files, but this process may open %d (hard limit %d): lower -conns",
-			cfg.Conns, cfg.Conns+fdReserve, soft, hard)
+	if need := cfg.Conns + cfg.floodSockets() + fdReserve; uint64(need) > soft {
+		fmt.Fprintf(stderr, "myxi-bench: -conns %d needs about %d open files, but this process may open %d (hard limit %d): lower -conns\n",
+			cfg.Conns, need, soft, hard)
+		return exitSetup
 	}
 	// The clients make little garbage; collect less often to leave the CPU to the server.
 	debug.SetGCPercent(400)
 
-	ctx, cancel := context.WithTimeout(context.Background(), cfg.Timeout)
-	defer cancel()
-
-	u, _ := url.Parse(cfg.URL)
-	port, _ := urlPort(u)
-
-	var sp *spawned
-	// The hard cap: whatever hangs, the process ends shortly after -timeout.
-	watchdog := time.AfterFunc(cfg.Timeout+20*time.Second, func() {
-		fmt.Fprintf(stderr, "myxi-bench: hard timeout (%v + 20 s) reached, exiting\n", cfg.Timeout)
-		if sp != nil {
+	targets := cfg.targets()
+	var current atomic.Pointer[spawned]
+	// The hard cap: whatever hangs, the process ends shortly after -timeout
+	// per target.
+	watchdog := time.AfterFunc(time.Duration(len(targets))*cfg.Timeout+20*time.Second, func() {
+		fmt.Fprintf(stderr, "myxi-bench: hard timeout (%d × %v + 20 s) reached, exiting\n", len(targets), cfg.Timeout)
+		if sp := current.Load(); sp != nil {
 			sp.stop(time.Second)
 		}
 		fmt.Fprintln(stdout, `RESULT {"pass":false,"failures":["hard timeout"]}`)
@@ -77,25 +93,80 @@ func run(args []string, stdout, stderr io.Writer) int {
 	})
 	defer watchdog.Stop()
 
-	pid := 0
-	switch {
-	case cfg.Spawn != "":
-		if portBusy(port) {
-			return setupErr("port %d is already in use: stop that server or run without -spawn", port)
+	var results []*result
+	for _, tg := range targets {
+		if len(targets) > 1 {
+			logf("=== run against the %s", tg.name)
 		}
-		sp, err = spawnServer(cfg.Spawn, cfg.AMQP, port, cfg.SpawnLog)
+		r, publishing, err := runTarget(cfg, tg, &current, logf)
 		if err != nil {
-			return setupErr("%v", err)
+			fmt.Fprintf(stderr, "myxi-bench: %s: %v\n", tg.name, err)
+			return exitSetup
 		}
-		defer sp.stop(10 * time.Second)
-		logf("spawned %q (log: %s), waiting for port %d", cfg.Spawn, sp.logPath, port)
+		writeReport(stdout, r, publishing)
+		results = append(results, r)
+	}
+	final := results[0]
+	if cfg.FloorCompare {
+		final = compareFloor(results[0], results[1])
+		writeCompare(stdout, final)
+	}
+	fmt.Fprintln(stdout, resultLine(final))
+	if final.Pass {
+		return exitPass
+	}
+	return exitFail
+}
+
+// runTarget measures one server. An error is a setup error: nothing was
+// measured.
+func runTarget(cfg *config, tg target, current *atomic.Pointer[spawned], logf func(string, ...any)) (*result, bool, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), cfg.Timeout)
+	defer cancel()
+
+	u, _ := url.Parse(cfg.URL)
+	port, _ := urlPort(u)
+
+	pid := 0
+	var sp *spawned
+	var err error
+	spawn := func(what string, start func() (*spawned, error)) error {
+		if portBusy(port) {
+			return fmt.Errorf("port %d is already in use: stop that server or run without -spawn/-floor", port)
+		}
+		if sp, err = start(); err != nil {
+			return err
+		}
+		current.Store(sp)
+		logf("spawned %s (log: %s), waiting for port %d", what, sp.logPath, port)
 		if pid, err = sp.waitReady(ctx, port, cfg.SpawnWait); err != nil {
-			return setupErr("%v", err)
+			return err
+		}
+		return nil
+	}
+	defer func() {
+		if sp != nil {
+			sp.stop(10 * time.Second)
+			current.CompareAndSwap(sp, nil)
+		}
+	}()
+	switch {
+	case tg.floor:
+		logPath := cfg.SpawnLog
+		if logPath != "" {
+			logPath += ".floor"
+		}
+		if err := spawn("the floor server", func() (*spawned, error) { return spawnFloor(cfg.floorConfig(), port, logPath) }); err != nil {
+			return nil, false, err
+		}
+	case cfg.Spawn != "":
+		if err := spawn(fmt.Sprintf("%q", cfg.Spawn), func() (*spawned, error) { return spawnServer(cfg.Spawn, cfg.AMQP, port, cfg.SpawnLog) }); err != nil {
+			return nil, false, err
 		}
 	case cfg.PID > 0:
 		pid = cfg.PID
 		if _, err := os.Stat(fmt.Sprintf("/proc/%d", pid)); err != nil {
-			return setupErr("-pid %d: no such process", pid)
+			return nil, false, fmt.Errorf("-pid %d: no such process", pid)
 		}
 	case cfg.PID == 0:
 		if pid, err = findListenerPID(port); err != nil {
@@ -104,7 +175,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		}
 	}
 	r := &result{
-		Scenario: cfg.Scenario, URL: cfg.wsURL(), Exchange: cfg.Exchange,
+		Scenario: cfg.Scenario, Target: tg.name, URL: cfg.wsURL(), Exchange: cfg.Exchange,
 		Conns: cfg.Conns, Keys: cfg.Keys, Rate: cfg.Rate, DurationS: secs(cfg.Duration),
 		Batch: cfg.Batch, PayloadBytes: cfg.PayloadBytes, Confirm: cfg.Confirm,
 		SourceIPs: cfg.SourceIPs, ConnectLimit: cfg.ConnectRate, SettleS: secs(cfg.Settle),
@@ -137,7 +208,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	var pub publisher
 	if total > 0 {
 		if pub, err = newPublisher(ctx, cfg); err != nil {
-			return setupErr("%v", err)
+			return nil, false, err
 		}
 		defer pub.close()
 	}
@@ -168,6 +239,19 @@ func run(args []string, stdout, stderr io.Writer) int {
 	r.RSSAfterKB = after.rssKB
 	if cr.OK > 0 && after.serverOK && before.serverOK {
 		r.RSSPerConnKB = round3(float64(after.rssKB-before.rssKB) / float64(cr.OK))
+	}
+
+	// The flood starts with the publish phase and may outlast it.
+	var fd *flood
+	if cfg.Flood && ctx.Err() == nil {
+		fd, err = openFlood(ctx, floodConfig{url: cfg.URL, dialer: fl.sh.dialers[0], flooders: cfg.Flooders,
+			duration: cfg.FloodDuration, interval: cfg.FloodInterval, maxFrames: cfg.FloodMaxFrames, hsTimeout: cfg.HandshakeTimeout})
+		if err != nil {
+			r.fail("flood: %v", err)
+		} else {
+			logf("flooding with %d socket(s) for %v; a healthy socket pings every %v", cfg.Flooders, cfg.FloodDuration, cfg.FloodInterval)
+			fd.run()
+		}
 	}
 
 	// Publish, then wait for what is still in flight.
@@ -216,6 +300,11 @@ func run(args []string, stdout, stderr io.Writer) int {
 			r.fail("server process could not be sampled after publishing (%s)", p1.serverErr)
 		}
 	}
+	if fd != nil {
+		logf("waiting for the flood to end")
+		r.Flood = fd.wait()
+		checkFlood(r)
+	}
 	final := sampleNow()
 	r.RSSAfterPublishKB, r.RSSPeakKB = final.rssKB, final.hwmKB
 	if st, err := readProcFile("/proc/self/status"); err == nil {
@@ -236,13 +325,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		r.fail("-timeout %v reached before the run finished", cfg.Timeout)
 	}
 	r.Pass = len(r.Failures) == 0
-
-	writeReport(stdout, r, publishing)
-	fmt.Fprintln(stdout, resultLine(r))
-	if r.Pass {
-		return exitPass
-	}
-	return exitFail
+	return r, publishing, nil
 }
 
 // aggregate adds up the clients' counters into r and sets the failures.
@@ -307,6 +390,7 @@ func aggregate(r *result, fl *fleet, pr *publishResult, publishing bool, hist *h
 		if r.ServerCPUS > 0 {
 			r.DeliveriesPerCPU = round3(float64(r.Received) / r.ServerCPUS)
 		}
+		r.ServerCPUUSPerDelivery = round3(cpuPerDeliveryUS(r.ServerCPUS, r.Received))
 	}
 
 	if r.ConnectFailed > 0 {

@@ -29,17 +29,34 @@ func spawnServer(command, amqpURL string, port int, logPath string) (*spawned, e
 	if logPath == "" {
 		logPath = filepath.Join(os.TempDir(), fmt.Sprintf("myxi-bench-server-%d.log", os.Getpid()))
 	}
+	return spawnCmd(exec.Command("/bin/sh", "-c", command), amqpURL, port, logPath)
+}
+
+// spawnFloor starts this binary's floor-server subcommand (see floor.go).
+func spawnFloor(fc *floorConfig, port int, logPath string) (*spawned, error) {
+	exe, err := os.Executable()
+	if err != nil {
+		return nil, fmt.Errorf("finding this executable to start the floor server: %w", err)
+	}
+	if logPath == "" {
+		logPath = filepath.Join(os.TempDir(), fmt.Sprintf("myxi-bench-floor-%d.log", os.Getpid()))
+	}
+	return spawnCmd(exec.Command(exe, fc.args()...), fc.AMQP, port, logPath)
+}
+
+// spawnCmd starts cmd in a process group of its own with RABBITMQ_URL and
+// MYXI_PORT set, its output to logPath.
+func spawnCmd(cmd *exec.Cmd, amqpURL string, port int, logPath string) (*spawned, error) {
 	logf, err := os.Create(logPath)
 	if err != nil {
-		return nil, fmt.Errorf("spawn log: %v", err)
+		return nil, fmt.Errorf("spawn log: %w", err)
 	}
-	cmd := exec.Command("/bin/sh", "-c", command)
 	cmd.Env = append(os.Environ(), "RABBITMQ_URL="+amqpURL, "MYXI_PORT="+strconv.Itoa(port))
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
 		logf.Close()
-		return nil, fmt.Errorf("starting %q: %v", command, err)
+		return nil, fmt.Errorf("starting %q: %w", cmd.String(), err)
 	}
 	s := &spawned{cmd: cmd, logPath: logPath, exited: make(chan struct{})}
 	go func() {
