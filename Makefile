@@ -6,8 +6,8 @@ FUZZTIME ?= 10s
 
 .PHONY: run demo test test-go test-broker-outage test-js test-e2e lint fuzz bench generate deps
 
-run: ## the standalone server with an open "widgets" exchange, embedded broker
-	$(GO) run ./server -exchanges widgets
+run: ## the standalone server with an open "widgets" exchange, embedded broker; prints an API key and how to publish
+	$(GO) run ./server -dev -exchanges widgets
 
 demo: ## the widgets demo on http://localhost:8080 (embedded broker)
 	$(GO) run ./demo
