@@ -24,7 +24,9 @@ func TestDevMode(t *testing.T) {
 	c.onListen = func(a net.Addr) { listening <- a }
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- c.run(ctx, []string{"-dev", "-bind", "127.0.0.1", "-port", "0", "-exchanges", "widgets"}) }()
+	go func() {
+		done <- c.run(ctx, []string{"-dev", "-bind", "127.0.0.1", "-port", "0", "-exchanges", "widgets"})
+	}()
 	t.Cleanup(func() {
 		cancel()
 		if err := <-done; err != nil {
