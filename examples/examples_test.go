@@ -287,3 +287,39 @@ func TestMakeRun(t *testing.T) {
 	}
 	t.Fatalf("curl's answer missing:\n%s", sh.output())
 }
+
+// TestLicense: MIT, as myxi 1.x, in the repository and in the npm package.
+func TestLicense(t *testing.T) {
+	license, err := os.ReadFile(filepath.Join(root, "LICENSE"))
+	if err != nil || !strings.HasPrefix(string(license), "MIT License") || !strings.Contains(string(license), "The Myxi authors") {
+		t.Fatalf("LICENSE: %v %.40q", err, license)
+	}
+	var pkg struct {
+		License string `json:"license"`
+	}
+	data, err := os.ReadFile(filepath.Join(root, "package.json"))
+	if err != nil || json.Unmarshal(data, &pkg) != nil || pkg.License != "MIT" {
+		t.Fatalf("package.json license %q (%v)", pkg.License, err)
+	}
+}
+
+// TestDocsQuickStart: docs/any-language.md's quick start names the files
+// TestAnyLanguageQuickStart runs, and no webhook it relies on is missing.
+func TestDocsQuickStart(t *testing.T) {
+	cmds := strings.Join(shellBlock(t, "docs/any-language.md", "## Quick start"), "")
+	for _, want := range []string{"python3 examples/any-language/webhook.py &", "go run ./server -config examples/any-language/myxi.toml", "openssl rand -hex 32"} {
+		if !strings.Contains(cmds, want) {
+			t.Errorf("the quick start lacks %q:\n%s", want, cmds)
+		}
+	}
+	toml, err := os.ReadFile(filepath.Join(root, "examples/any-language/myxi.toml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, url := range regexp.MustCompile(`http://localhost:3000(/\S*)"`).FindAllStringSubmatch(string(toml), -1) {
+		script, _ := os.ReadFile(filepath.Join(root, "examples/any-language/webhook.py"))
+		if !strings.Contains(string(script), `"`+url[1]+`"`) {
+			t.Errorf("myxi.toml points at %s, which webhook.py does not answer", url[1])
+		}
+	}
+}
