@@ -323,3 +323,24 @@ func TestDocsQuickStart(t *testing.T) {
 		}
 	}
 }
+
+// TestGoVersion: go.mod asks for the language version the code and its
+// dependencies need, not a patch release that would bump a user's
+// module, and the README says the same.
+func TestGoVersion(t *testing.T) {
+	mod, err := os.ReadFile(filepath.Join(root, "go.mod"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := regexp.MustCompile(`(?m)^go (1\.(\d+))(\.(\d+))?$`).FindStringSubmatch(string(mod))
+	if m == nil || (m[4] != "" && m[4] != "0") {
+		t.Fatalf("go.mod's go line %q: want go 1.N or go 1.N.0", m)
+	}
+	readme, err := os.ReadFile(filepath.Join(root, "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := "Go (" + m[1] + " or later)"; !strings.Contains(string(readme), want) {
+		t.Fatalf("README.md does not say %q", want)
+	}
+}
