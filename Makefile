@@ -28,7 +28,7 @@ test-go: ## every Go package but examples/ (test-examples runs those)
 
 test-examples: ## every program of examples/ and the README's command blocks against the real server; the page in Chromium
 	$(GO) test -race -count=1 ./examples/...
-	cd examples && npm ci --no-audit --no-fund && npm test
+	cd examples/browser && npm ci --no-audit --no-fund && npm test
 
 test-broker-outage: ## stops and restarts RabbitMQ: runs alone, after the other Go tests
 	MYXI_BROKER_STOP_TEST=1 $(GO) test -race -count=1 -run '^TestBrokerOutage$$' -v .

@@ -5,7 +5,7 @@ import { defineConfig } from '@playwright/test';
 const chromium = process.env.CHROMIUM_PATH || '/usr/bin/chromium';
 
 export default defineConfig({
-  testDir: './browser',
+  testDir: '.',
   workers: 1,
   retries: 0,
   forbidOnly: !!process.env.CI,
