@@ -4,10 +4,10 @@ GO ?= go
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 FUZZTIME ?= 10s
 
-.PHONY: run demo test test-go test-broker-outage test-js test-e2e lint fuzz bench generate deps
+.PHONY: run demo test test-go test-examples test-broker-outage test-js test-e2e lint fuzz bench generate deps
 
-run: ## the standalone server with an open "widgets" exchange, embedded broker
-	$(GO) run ./server -exchanges widgets
+run: ## the standalone server with an open "widgets" exchange, embedded broker; prints an API key and how to publish
+	$(GO) run ./server -dev -exchanges widgets
 
 demo: ## the widgets demo on http://localhost:8080 (embedded broker)
 	$(GO) run ./demo
@@ -16,15 +16,19 @@ deps: ## what the tests need: Go modules and the npm devDependencies
 	$(GO) mod download
 	npm ci --no-audit --no-fund
 
-test: deps lint test-go test-broker-outage fuzz test-js test-e2e ## every test
+test: deps lint test-go test-examples test-broker-outage fuzz test-js test-e2e ## every test
 
 lint:
 	@test -z "$$(gofmt -l . | grep -v '^node_modules/')" || { echo "gofmt needed:"; gofmt -l . | grep -v '^node_modules/'; exit 1; }
 	$(GO) vet ./...
 	$(GO) run $(STATICCHECK) ./...
 
-test-go:
-	$(GO) test -race -count=1 ./...
+test-go: ## every Go package but examples/ (test-examples runs those)
+	$(GO) test -race -count=1 $$($(GO) list ./... | grep -v '/examples')
+
+test-examples: ## every program of examples/ and the README's command blocks against the real server; the page in Chromium
+	$(GO) test -race -count=1 ./examples/...
+	cd examples/browser && npm ci --no-audit --no-fund && npm test
 
 test-broker-outage: ## stops and restarts RabbitMQ: runs alone, after the other Go tests
 	MYXI_BROKER_STOP_TEST=1 $(GO) test -race -count=1 -run '^TestBrokerOutage$$' -v .

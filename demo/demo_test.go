@@ -92,6 +92,8 @@ func TestReadmeFlow(t *testing.T) {
 	ts, _ := startDemo(t)
 	c := dial(t, ts)
 
+	c.send("SayHello", map[string]string{"name": "Adam"})
+	c.expect("Error", `{"error":"AuthRequired"}`) // the README wraps it in AuthRequired
 	c.send("Authenticate", map[string]string{"session_token": "wrong"})
 	c.expect("Error", `{"error":"InvalidSessionToken"}`)
 	c.send("Subscribe", map[string]string{"exchange": "widgets", "routing_key": "1"})
@@ -165,4 +167,12 @@ func post(t *testing.T, ts *httptest.Server, path, token, body string) (int, str
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
 	return resp.StatusCode, string(b)
+}
+
+// TestHTTPTimeouts: the demo's server closes idle and slow connections.
+func TestHTTPTimeouts(t *testing.T) {
+	hs := newHTTPServer(http.NotFoundHandler())
+	if hs.ReadHeaderTimeout <= 0 || hs.ReadTimeout <= 0 || hs.WriteTimeout <= 0 || hs.IdleTimeout <= 0 {
+		t.Fatalf("timeouts: header %v, read %v, write %v, idle %v", hs.ReadHeaderTimeout, hs.ReadTimeout, hs.WriteTimeout, hs.IdleTimeout)
+	}
 }

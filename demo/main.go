@@ -92,7 +92,11 @@ func run(ctx context.Context, logger *slog.Logger, dbPath string) error {
 		_ = srv.Shutdown(context.Background())
 		return err
 	}
-	hs := &http.Server{Handler: e, ReadHeaderTimeout: 10 * time.Second}
+	// Timeouts, so that idle keep-alive connections and slow clients do not
+	// hold goroutines for ever. Read and write deadlines are set on the
+	// connection; the WebSocket upgrader clears them from the connections
+	// it takes over (sessions have their own ping and write timeouts).
+	hs := newHTTPServer(e)
 	served := make(chan error, 1)
 	go func() { served <- hs.Serve(ln) }()
 	printWelcome(ctx, os.Stdout, store, ln.Addr(), dbPath, cfg.NodeID)
@@ -113,6 +117,17 @@ func run(ctx context.Context, logger *slog.Logger, dbPath string) error {
 		logger.Warn("http shutdown", "err", err)
 	}
 	return srv.Shutdown(stopCtx)
+}
+
+// newHTTPServer returns the demo's HTTP server with its timeouts.
+func newHTTPServer(h http.Handler) *http.Server {
+	return &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      30 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+	}
 }
 
 // brokerLabel names the broker for people: RabbitMQ's host, never its

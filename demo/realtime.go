@@ -38,7 +38,8 @@ func exchanges(store *Store) map[string]myxi.AuthorizeFunc {
 func actions(store *Store) map[string]myxi.ActionHandler {
 	return map[string]myxi.ActionHandler{
 		"Authenticate": authenticate(store),
-		"SayHello":     sayHello,
+		// As the README wraps it: anonymous sessions get AuthRequired.
+		"SayHello": myxi.AuthRequired(sayHello),
 	}
 }
 

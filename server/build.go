@@ -37,6 +37,33 @@ type app struct {
 	hooks   *webhook.Client
 	api     bool
 	drain   time.Duration
+	http    httpTimeouts
+}
+
+// httpTimeouts are the public http.Server's. Without them an idle
+// keep-alive connection, or one that trickles its request, holds a
+// goroutine and its buffers for as long as the client likes.
+type httpTimeouts struct {
+	readHeader time.Duration // the request line and headers (the WebSocket handshake too)
+	read       time.Duration // a whole request, body included (API publishes)
+	write      time.Duration // a whole answer (an API publish waits for the broker's confirms)
+	idle       time.Duration // a keep-alive connection between requests
+}
+
+// newHTTPServer returns the public server with its timeouts. ReadTimeout
+// and WriteTimeout set deadlines on the connection that a hijacked
+// WebSocket would inherit; the upgrader (gorilla/websocket) clears them
+// when it takes the connection over, and the sessions have their own ping
+// and write timeouts (TestIdleConnectionsClosed keeps a socket past them).
+func newHTTPServer(h http.Handler, t httpTimeouts, logger *slog.Logger) *http.Server {
+	return &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: t.readHeader,
+		ReadTimeout:       t.read,
+		WriteTimeout:      t.write,
+		IdleTimeout:       t.idle,
+		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelDebug),
+	}
 }
 
 // build turns a validated configuration into a server. Errors name the
@@ -71,6 +98,13 @@ func build(cfg *config.Config, logger *slog.Logger) (*app, error) {
 		},
 	}
 	a := &app{cfg: cfg, log: logger, addr: mc.Addr, broker: "embedded", drain: cfg.Server.DrainPeriod}
+	a.http = httpTimeouts{readHeader: cfg.Limits.HandshakeTimeout, read: 30 * time.Second, idle: 2 * time.Minute}
+	if a.http.readHeader <= 0 {
+		a.http.readHeader = 10 * time.Second // myxi's handshake default
+	}
+	// An API publish waits up to publish_timeout for the broker's
+	// confirm; leave it room to answer 503 rather than cutting it off.
+	a.http.write = max(cfg.API.PublishTimeout, 10*time.Second) + 30*time.Second
 	if a.drain <= 0 {
 		a.drain = 5 * time.Second // myxi's default
 	}
@@ -82,9 +116,10 @@ func build(cfg *config.Config, logger *slog.Logger) (*app, error) {
 	// Webhooks share one client (one pool of connections to the app).
 	if needsWebhooks(cfg) {
 		a.hooks = webhook.New(webhook.Config{
-			Secret:  cfg.Webhooks.Secret,
-			Timeout: cfg.Webhooks.Timeout,
-			Logger:  logger,
+			Secret:        cfg.Webhooks.Secret,
+			Timeout:       cfg.Webhooks.Timeout,
+			MaxConcurrent: cfg.Webhooks.MaxConcurrent,
+			Logger:        logger,
 		})
 	}
 	ok := false
@@ -186,6 +221,9 @@ func build(cfg *config.Config, logger *slog.Logger) (*app, error) {
 		mux.Handle("/api/", api)
 		a.api = true
 	}
+	// Metrics only on server.metrics_addr: on the public port they would
+	// tell anyone the node's load and every action's name.
+	mux.Handle("/metrics", http.NotFoundHandler())
 	mux.Handle("/", srv.Handler())
 	a.handler = mux
 	ok = true
@@ -273,15 +311,16 @@ func (a *app) serve(ctx context.Context, onListen func(net.Addr)) error {
 		_ = a.srv.Shutdown(context.WithoutCancel(ctx))
 		return fmt.Errorf("listen on %s: %w", a.addr, err)
 	}
-	handshake := a.cfg.Limits.HandshakeTimeout
-	if handshake <= 0 {
-		handshake = 10 * time.Second
+	if addr := a.cfg.Server.MetricsAddr; addr != "" {
+		stopMetrics, err := serveMetrics(addr, metricsHandler(a.srv), a.log)
+		if err != nil {
+			_ = ln.Close()
+			_ = a.srv.Shutdown(context.WithoutCancel(ctx))
+			return fmt.Errorf("%s: %w", a.cfg.Name("server.metrics_addr"), err)
+		}
+		defer stopMetrics()
 	}
-	hs := &http.Server{
-		Handler:           a.handler,
-		ReadHeaderTimeout: handshake,
-		ErrorLog:          slog.NewLogLogger(a.log.Handler(), slog.LevelDebug),
-	}
+	hs := newHTTPServer(a.handler, a.http, a.log)
 	auth := a.cfg.AuthMethod()
 	if auth == "" {
 		auth = "none"
@@ -319,6 +358,40 @@ func (a *app) serve(ctx context.Context, onListen func(net.Addr)) error {
 		return fmt.Errorf("serve: %w", serveErr)
 	}
 	return err
+}
+
+// metricsHandler is the node's Prometheus handler.
+func metricsHandler(srv *myxi.Server) http.Handler {
+	// TODO(merge): myxi.Server.MetricsHandler is being added to the root
+	// package; until then the metrics come from its public handler.
+	if m, ok := any(srv).(interface{ MetricsHandler() http.Handler }); ok {
+		return m.MetricsHandler()
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", srv.Handler())
+	return mux
+}
+
+// serveMetrics serves h at addr/metrics until the returned function is
+// called.
+func serveMetrics(addr string, h http.Handler, logger *slog.Logger) (stop func(), err error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("listen: %w", err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", h)
+	hs := &http.Server{
+		Handler:           mux,
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       10 * time.Second,
+		WriteTimeout:      30 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelDebug),
+	}
+	go func() { _ = hs.Serve(ln) }()
+	logger.Info("serving metrics", "addr", ln.Addr().String(), "path", "/metrics")
+	return func() { _ = hs.Close() }, nil
 }
 
 func randomID() string {

@@ -5,13 +5,15 @@
 //	go run ./server -config myxi.toml          # exchanges and their policies, JWT or
 //	                                           # webhook authentication, webhook actions,
 //	                                           # the HTTP publish API: see myxi.example.toml
-//	go run ./server push widgets 42 WidgetQtyChanged '{"quantity":5}'
+//	go run ./server -dev -exchanges widgets    # make run: an API key made up for the run,
+//	                                           # and the curl and push lines that publish
+//	MYXI_URL=http://localhost:5005 MYXI_API_KEY=... go run ./server push widgets 42 WidgetQtyChanged '{"quantity":5}'
 //
 // Configuration, lowest precedence first: built-in defaults, the TOML file
 // (-config or MYXI_CONFIG), environment variables (MYXI_PORT, MIXI_PORT,
 // PORT, MYXI_BIND_ADDRESS, RABBITMQ_URL, MYXI_EXCHANGES,
 // MYXI_ALLOWED_ORIGINS, MYXI_TRUSTED_PROXIES, MYXI_DRAIN_PERIOD,
-// MYXI_NODE_ID, MYXI_LOG_LEVEL, MYXI_LOG_FORMAT, MYXI_API_KEY,
+// MYXI_NODE_ID, MYXI_METRICS_ADDR, MYXI_LOG_LEVEL, MYXI_LOG_FORMAT, MYXI_API_KEY,
 // MYXI_JWT_SECRET, MYXI_JWT_PUBLIC_KEY_FILE, MYXI_WEBHOOK_SECRET), then
 // flags. An invalid configuration stops the server at start with errors
 // naming each key and its problem. SIGTERM or SIGINT drains the node and

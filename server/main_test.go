@@ -438,7 +438,7 @@ func TestHelp(t *testing.T) {
 			t.Fatalf("%v: %v", args, err)
 		}
 		for _, want := range []string{"-config", "-exchanges", "-rabbitmq", "MYXI_API_KEY", "MYXI_JWT_SECRET", "RABBITMQ_URL",
-			"MYXI_PORT", "MYXI_WEBHOOK_SECRET", "POST /api/publish", "/api/publish/batch", "Authorization: Bearer", "myxi push", "SIGTERM"} {
+			"MYXI_PORT", "MYXI_WEBHOOK_SECRET", "-metrics-addr", "MYXI_METRICS_ADDR", "-dev", "POST /api/publish", "/api/publish/batch", "Authorization: Bearer", "myxi push", "SIGTERM"} {
 			if !strings.Contains(stderr.String(), want) {
 				t.Errorf("%v: help lacks %q", args, want)
 			}
@@ -448,7 +448,7 @@ func TestHelp(t *testing.T) {
 	if err := c.run(context.Background(), []string{"push", "-h"}); !errors.Is(err, flag.ErrHelp) {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"EXCHANGE ROUTING_KEY EVENT [PAYLOAD]", "-api", "-rabbitmq", "-timeout", "MYXI_API_KEY", "RABBITMQ_URL", "stdin"} {
+	for _, want := range []string{"EXCHANGE ROUTING_KEY EVENT [PAYLOAD]", "-url", "MYXI_URL", "-rabbitmq", "-timeout", "MYXI_API_KEY", "RABBITMQ_URL", "stdin"} {
 		if !strings.Contains(stderr.String(), want) {
 			t.Errorf("push help lacks %q", want)
 		}

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/http/pprof"
 	"os/signal"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -40,7 +41,9 @@ func (c *cli) serve(ctx context.Context, args []string) error {
 		_          = fs.Int("max-subscriptions", 0, "subscriptions per session (default 1000)")
 		_          = fs.Int64("max-frame-bytes", 0, "largest client frame (default 65536)")
 		_          = fs.Float64("actions-per-second", 0, "actions per second per session; negative: unlimited (default 50)")
+		_          = fs.String("metrics-addr", "", "serve Prometheus metrics (/metrics) on this address, e.g. 127.0.0.1:9090; keep it private [MYXI_METRICS_ADDR] (default: none)")
 		pprofAddr  = fs.String("pprof", "", "serve Go profiles (net/http/pprof) on this address, e.g. 127.0.0.1:6060; keep it private")
+		dev        = fs.Bool("dev", false, "development: without an API key, make one up for this run, and print how to publish (curl and push lines)")
 	)
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -59,11 +62,23 @@ func (c *cli) serve(ctx context.Context, args []string) error {
 	if err := applyFlags(cfg, fs); err != nil {
 		return configError(err, *configPath)
 	}
+	generatedKey := ""
+	if *dev && len(cfg.API.Keys) == 0 {
+		generatedKey = randomID() + randomID()
+		cfg.API.Keys = []string{generatedKey}
+		cfg.Set("api.keys", "-dev")
+	}
 	if err := cfg.Validate(); err != nil {
 		return configError(err, *configPath)
 	}
 
 	logger := newLogger(cfg.Log, c.stderr)
+	for _, w := range cfg.Warnings() {
+		logger.Warn("RISKY SETTING: " + w)
+	}
+	if *pprofAddr != "" && !config.IsLoopback(*pprofAddr) {
+		logger.Warn(fmt.Sprintf("RISKY SETTING: -pprof %q is not a loopback address: anyone who can reach it reads this process's memory profiles and command line; use 127.0.0.1:PORT", *pprofAddr))
+	}
 	a, err := build(cfg, logger)
 	if err != nil {
 		return configError(err, *configPath)
@@ -76,8 +91,17 @@ func (c *cli) serve(ctx context.Context, args []string) error {
 			return err
 		}
 	}
+	onListen := c.onListen
+	if *dev {
+		onListen = func(addr net.Addr) {
+			c.printHowToPublish(cfg, addr, generatedKey)
+			if c.onListen != nil {
+				c.onListen(addr)
+			}
+		}
+	}
 	started := time.Now()
-	if err := a.serve(ctx, c.onListen); err != nil {
+	if err := a.serve(ctx, onListen); err != nil {
 		return err
 	}
 	logger.Info("stopped", "uptime", time.Since(started).Round(time.Second))
@@ -142,6 +166,9 @@ func applyFlags(cfg *config.Config, fs *flag.FlagSet) error {
 		case "actions-per-second":
 			cfg.Limits.ActionsPerSecond = f.Value.(flag.Getter).Get().(float64)
 			set("limits.actions_per_second")
+		case "metrics-addr":
+			cfg.Server.MetricsAddr = value
+			set("server.metrics_addr")
 		}
 	})
 	return errors.Join(errs...)
@@ -191,7 +218,8 @@ Flags (each overrides the variable in brackets):
 HTTP endpoints (one port):
   GET / and /ws (WebSocket upgrade)   the Myxi socket; a plain GET / is a status page
   GET /myxi.js, /myxi.mjs             the JavaScript client
-  GET /healthz, /readyz, /metrics     liveness, readiness, Prometheus metrics
+  GET /healthz, /readyz               liveness, readiness
+  GET /metrics                        Prometheus metrics: only on -metrics-addr, never on this port
   POST /api/publish                   {"exchange", "routing_key", "event", "payload"}
   POST /api/publish/batch             {"events": [{...}, ...]}
       The publish API answers only with an API key configured (MYXI_API_KEY or
@@ -222,7 +250,9 @@ func servePprof(ctx context.Context, addr string, logger *slog.Logger) error {
 	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
 	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
 	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
-	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	// No WriteTimeout: a CPU profile or a trace streams for as long as it
+	// was asked (?seconds=30), and pprof refuses durations over it.
+	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 10 * time.Second, IdleTimeout: time.Minute}
 	go func() { _ = hs.Serve(ln) }()
 	go func() {
 		<-ctx.Done()
@@ -230,4 +260,37 @@ func servePprof(ctx context.Context, addr string, logger *slog.Logger) error {
 	}()
 	logger.Info("serving Go profiles", "addr", ln.Addr().String())
 	return nil
+}
+
+// printHowToPublish tells the person who ran `make run` (-dev) how to
+// publish to this server, with lines to paste. A key taken from the
+// configuration is not printed: the lines read it from $MYXI_API_KEY.
+func (c *cli) printHowToPublish(cfg *config.Config, addr net.Addr, generatedKey string) {
+	host := "localhost"
+	if h, _, err := net.SplitHostPort(addr.String()); err == nil && !net.ParseIP(h).IsUnspecified() && !config.IsLoopback(addr.String()) {
+		host = h
+	}
+	base := "http://" + net.JoinHostPort(host, strconv.Itoa(addr.(*net.TCPAddr).Port))
+	key, keyNote := generatedKey, "made up for this run (-dev)"
+	if key == "" {
+		key, keyNote = "$MYXI_API_KEY", "from your configuration"
+	}
+	exchange := "widgets"
+	if names := cfg.ExchangeNames(); len(names) > 0 && !slices.Contains(names, exchange) {
+		exchange = names[0]
+	}
+	w := c.stdout
+	fmt.Fprintf(w, "\nMyxi is listening on %s (WebSocket: ws://%s/; the JavaScript client: %s/myxi.js).\n", base, strings.TrimPrefix(base, "http://"), base)
+	if len(cfg.ExchangeNames()) == 0 {
+		fmt.Fprintf(w, "  No exchanges: add some with -exchanges widgets (or MYXI_EXCHANGES) to publish.\n\n")
+		return
+	}
+	fmt.Fprintf(w, "  Exchanges: %s. API key: %s (%s).\n\n", strings.Join(cfg.ExchangeNames(), ", "), key, keyNote)
+	body := fmt.Sprintf(`{"exchange":"%s","routing_key":"42","event":"WidgetQtyChanged","payload":{"quantity":5}}`, exchange)
+	fmt.Fprintf(w, "  Publish with curl:\n    curl -H \"Authorization: Bearer %s\" -H 'Content-Type: application/json' -d '%s' %s/api/publish\n\n", key, body, base)
+	env := "MYXI_URL=" + base
+	if generatedKey != "" {
+		env += " MYXI_API_KEY=" + generatedKey
+	}
+	fmt.Fprintf(w, "  Or with the push command:\n    %s go run ./server push %s 42 WidgetQtyChanged '{\"quantity\":5}'\n\n", env, exchange)
 }

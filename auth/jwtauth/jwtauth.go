@@ -72,14 +72,18 @@ const (
 	ErrTokenExpired = "TokenExpired"
 )
 
+// MinSecretBytes is the shortest HMAC secret New accepts: anyone holding
+// one token can guess a shorter secret offline, then mint any token.
+const MinSecretBytes = 32
+
 // DefaultClaim is the name of the claim holding Myxi's grants.
 const DefaultClaim = "myxi"
 
 // Config configures an Authenticator. Exactly one of Secret and PublicKey
 // must be set.
 type Config struct {
-	// Secret verifies HMAC-signed tokens (HS256, HS384, HS512). Use at
-	// least 32 random bytes.
+	// Secret verifies HMAC-signed tokens (HS256, HS384, HS512): at least
+	// MinSecretBytes random bytes, as New refuses shorter ones.
 	Secret []byte
 	// PublicKey verifies tokens signed with the matching private key: an
 	// *rsa.PublicKey (RS256/384/512, PS256/384/512), an *ecdsa.PublicKey
@@ -128,6 +132,9 @@ func New(cfg Config) (*Authenticator, error) {
 	case len(cfg.Secret) > 0 && cfg.PublicKey != nil:
 		return nil, errors.New("jwtauth: both Secret and PublicKey are set; choose one")
 	case len(cfg.Secret) > 0:
+		if len(cfg.Secret) < MinSecretBytes {
+			return nil, fmt.Errorf("jwtauth: the HMAC secret is %d bytes; use at least %d random bytes", len(cfg.Secret), MinSecretBytes)
+		}
 		key = cfg.Secret
 	case cfg.PublicKey != nil:
 		key = cfg.PublicKey

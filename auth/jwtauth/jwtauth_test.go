@@ -470,6 +470,8 @@ func TestConfigErrors(t *testing.T) {
 		"none":                  {jwtauth.Config{Secret: secret, Algorithms: []string{"none"}}, "not supported"},
 		"P-224":                 {jwtauth.Config{PublicKey: &p224.PublicKey}, "no JWT algorithm fits"},
 		"negative leeway":       {jwtauth.Config{Secret: secret, Leeway: -time.Second}, "negative"},
+		"1-byte secret":         {jwtauth.Config{Secret: []byte("s")}, "the HMAC secret is 1 bytes; use at least 32"},
+		"31-byte secret":        {jwtauth.Config{Secret: secret[:31]}, "the HMAC secret is 31 bytes"},
 	} {
 		_, err := jwtauth.New(tc.cfg)
 		if err == nil || !strings.Contains(err.Error(), tc.want) {

@@ -63,6 +63,14 @@ type Config struct {
 	Timeout time.Duration
 	// MaxResponseBytes bounds an answer's body. Default 1 MiB.
 	MaxResponseBytes int64
+	// MaxConcurrent caps the requests in flight through this Client, every
+	// webhook together (one Client serves a whole node). Default 64. A
+	// caller beyond it waits for a free slot, at most until its context
+	// or the endpoint's timeout ends, and then fails as a request that got
+	// no answer in time does (ActionTimeout; a denied subscription). It
+	// keeps a flood of Subscribes or actions from turning into as many
+	// requests, goroutines and connections to the application.
+	MaxConcurrent int
 	// HTTPClient makes the requests. Default: a client of its own that
 	// keeps connections to the application alive (Close releases them) and
 	// does not follow redirects.
@@ -79,6 +87,7 @@ type Client struct {
 	transport *http.Transport // ours to close; nil with Config.HTTPClient
 	log       *slog.Logger
 	now       func() time.Time
+	slots     chan struct{} // one per request in flight (Config.MaxConcurrent)
 }
 
 // New returns a Client.
@@ -92,7 +101,11 @@ func New(cfg Config) *Client {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	c := &Client{cfg: cfg, hc: cfg.HTTPClient, log: cfg.Logger.With("component", "webhook"), now: time.Now}
+	if cfg.MaxConcurrent <= 0 {
+		cfg.MaxConcurrent = DefaultMaxConcurrent
+	}
+	c := &Client{cfg: cfg, hc: cfg.HTTPClient, log: cfg.Logger.With("component", "webhook"), now: time.Now,
+		slots: make(chan struct{}, cfg.MaxConcurrent)}
 	if c.hc == nil {
 		t := http.DefaultTransport.(*http.Transport).Clone()
 		t.MaxIdleConnsPerHost = 64
@@ -115,6 +128,9 @@ func (c *Client) Close() {
 		c.transport.CloseIdleConnections()
 	}
 }
+
+// DefaultMaxConcurrent is the default of Config.MaxConcurrent.
+const DefaultMaxConcurrent = 64
 
 // Endpoint is one application URL that Myxi POSTs a session's action to.
 type Endpoint struct {
@@ -169,6 +185,17 @@ func (c *Client) post(ctx context.Context, u string, timeout time.Duration, body
 	}
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
+	// The wait for a slot counts against the same deadline as the request:
+	// to the client, a saturated node looks like a slow application.
+	select {
+	case c.slots <- struct{}{}:
+		defer func() { <-c.slots }()
+	case <-ctx.Done():
+		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+			return fmt.Errorf("%w: all %d webhook slots of this node stayed busy (webhooks.max_concurrent)", errTimeout, cap(c.slots))
+		}
+		return fmt.Errorf("waiting for a webhook slot: %w", ctx.Err())
+	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u, bytes.NewReader(data))
 	if err != nil {
 		return fmt.Errorf("build request: %w", err)

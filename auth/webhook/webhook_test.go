@@ -439,3 +439,86 @@ func TestCacheBound(t *testing.T) {
 		t.Fatalf("cache holds %d entries, bound 10", n)
 	}
 }
+
+// TestConcurrencyCap: webhook requests in flight are capped node-wide; a
+// caller beyond the cap waits at most its timeout and gets ActionTimeout,
+// without the application ever seeing the request.
+func TestConcurrencyCap(t *testing.T) {
+	if c := New(Config{}); cap(c.slots) != DefaultMaxConcurrent || DefaultMaxConcurrent != 64 {
+		t.Fatalf("default cap %d", cap(c.slots))
+	}
+	var (
+		mu       sync.Mutex
+		seen     = map[string]int{}
+		arrived  = make(chan struct{}, 8)
+		released = make(chan struct{})
+	)
+	hook := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		seen[r.URL.Path]++
+		mu.Unlock()
+		if r.URL.Path == "/hold" {
+			arrived <- struct{}{}
+			select {
+			case <-released:
+			case <-r.Context().Done():
+				return
+			}
+		}
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write([]byte(`{"events": [{"event": "Done"}]}`))
+	}))
+	t.Cleanup(hook.Close)
+	count := func(path string) int {
+		mu.Lock()
+		defer mu.Unlock()
+		return seen[path]
+	}
+
+	client := New(Config{MaxConcurrent: 2, Logger: testutil.Logger(t)})
+	t.Cleanup(client.Close)
+	hold, err := client.Action("Hold", Endpoint{URL: hook.URL + "/hold", Timeout: 20 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	quick, err := client.Action("Quick", Endpoint{URL: hook.URL + "/quick", Timeout: 200 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := servertest.Start(t, myxi.Config{Actions: map[string]myxi.ActionHandler{"Hold": hold, "Quick": quick}})
+
+	// Two sessions fill both slots (a session runs its actions in order).
+	a, b, c := testutil.Dial(t, srv.WS), testutil.Dial(t, srv.WS), testutil.Dial(t, srv.WS)
+	a.Send("Hold", "a", nil)
+	b.Send("Hold", "b", nil)
+	for range 2 {
+		select {
+		case <-arrived:
+		case <-time.After(10 * time.Second):
+			t.Fatal("the held requests did not reach the application")
+		}
+	}
+	started := time.Now()
+	c.Send("Quick", "q", nil)
+	ev := c.ExpectError("ActionTimeout")
+	if ev.Str("action") != "Quick" || string(ev.Tag) != `"q"` {
+		t.Fatalf("over the cap: %s", ev.Raw)
+	}
+	if waited := time.Since(started); waited < 150*time.Millisecond {
+		t.Fatalf("refused after %v: the caller should wait for a slot up to its timeout", waited)
+	}
+	if n := count("/quick"); n != 0 {
+		t.Fatalf("the application saw %d requests beyond the cap", n)
+	}
+
+	close(released)
+	a.Expect("Done")
+	b.Expect("Done")
+	c.Send("Quick", "q2", nil)
+	if ev := c.Expect("Done"); string(ev.Tag) != `"q2"` {
+		t.Fatalf("after the slots freed: %s", ev.Raw)
+	}
+	if n := count("/hold"); n != 2 {
+		t.Fatalf("held requests: %d", n)
+	}
+}

@@ -62,6 +62,9 @@ type Server struct {
 	DrainPeriod         time.Duration `toml:"drain_period"`
 	ReauthorizeInterval time.Duration `toml:"reauthorize_interval"`
 	NodeID              string        `toml:"node_id"`
+	// MetricsAddr is where Prometheus metrics are served ("host:port");
+	// "" serves none. Never on the public WebSocket port.
+	MetricsAddr string `toml:"metrics_addr"`
 }
 
 // Log is the [log] table.
@@ -134,6 +137,9 @@ type AuthWebhook struct {
 type Webhooks struct {
 	Secret  string        `toml:"secret"`
 	Timeout time.Duration `toml:"timeout"`
+	// MaxConcurrent caps the webhook requests in flight on this node;
+	// 0 means the default (64).
+	MaxConcurrent int `toml:"max_concurrent"`
 }
 
 // Exchange is one [exchanges.<name>] table.
@@ -315,7 +321,7 @@ func suggest(k toml.Key) string {
 func knownKeys(parent toml.Key) []string {
 	tables := map[string][]string{
 		"":             {"server", "log", "broker", "limits", "api", "auth", "webhooks", "exchanges", "actions"},
-		"server":       {"port", "bind", "allowed_origins", "trusted_proxies", "drain_period", "reauthorize_interval", "node_id"},
+		"server":       {"port", "bind", "allowed_origins", "trusted_proxies", "drain_period", "reauthorize_interval", "node_id", "metrics_addr"},
 		"log":          {"level", "format"},
 		"broker":       {"rabbitmq_urls"},
 		"limits":       {"max_connections", "max_subscriptions", "max_frame_bytes", "actions_per_second", "action_burst", "send_queue_messages", "send_queue_bytes", "write_timeout", "handshake_timeout", "ping_interval", "action_timeout"},
@@ -323,7 +329,7 @@ func knownKeys(parent toml.Key) []string {
 		"auth":         {"action", "jwt", "webhook"},
 		"auth.jwt":     {"secret", "public_key", "public_key_file", "algorithms", "issuer", "audience", "leeway", "require_exp", "claim"},
 		"auth.webhook": {"url", "timeout", "forward_headers"},
-		"webhooks":     {"secret", "timeout"},
+		"webhooks":     {"secret", "timeout", "max_concurrent"},
 	}
 	switch {
 	case len(parent) == 2 && parent[0] == "exchanges":

@@ -226,3 +226,69 @@ policy = "public"
 		}
 	}
 }
+
+// TestRiskySettings: settings that weaken a server are refused with an
+// error naming the key (and the variable that set it), or logged as
+// warnings.
+func TestRiskySettings(t *testing.T) {
+	for name, tc := range map[string]struct {
+		text string
+		env  map[string]string
+		want string
+	}{
+		"short secret from env":  {"", map[string]string{EnvJWTSecret: "jwt-secret"}, "auth.jwt.secret (MYXI_JWT_SECRET): 10 bytes is too short: an HMAC secret needs at least 32"},
+		"short secret from file": {"[auth.jwt]\nsecret = \"0123456789abcdef0123456789abcde\"", nil, "auth.jwt.secret: 31 bytes is too short"},
+		"tiny frames":            {"[limits]\nmax_frame_bytes = 1023", nil, "limits.max_frame_bytes: 1023 is below the minimum of 1024"},
+		"metrics addr":           {"[server]\nmetrics_addr = \"9090\"", nil, `server.metrics_addr: "9090": not a host:port address`},
+		"metrics port":           {"", map[string]string{EnvMetricsAddr: "127.0.0.1:http"}, `server.metrics_addr (MYXI_METRICS_ADDR): "127.0.0.1:http": port "http"`},
+		"webhook cap":            {"[webhooks]\nmax_concurrent = -1", nil, "webhooks.max_concurrent: -1 is negative"},
+	} {
+		c, err := Parse(tc.text)
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		if err := c.ApplyEnv(env(tc.env)); err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		if err := c.Validate(); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: %v, want an error containing %q", name, err, tc.want)
+		}
+	}
+
+	// The boundaries are accepted.
+	c, err := Parse("[limits]\nmax_frame_bytes = 1024\n[auth.jwt]\nsecret = \"0123456789abcdef0123456789abcdef\"\n[webhooks]\nmax_concurrent = 8")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Validate(); err != nil {
+		t.Fatalf("boundaries: %v", err)
+	}
+	if w := c.Warnings(); len(w) != 0 {
+		t.Fatalf("warnings without risky settings: %q", w)
+	}
+
+	c = Defaults()
+	if err := c.ApplyEnv(env(map[string]string{"MYXI_ALLOWED_ORIGINS": "https://a.example.com,*", EnvMetricsAddr: ":9090"})); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	w := strings.Join(c.Warnings(), "\n")
+	for _, want := range []string{`server.allowed_origins (MYXI_ALLOWED_ORIGINS) contains "*": a page on ANY website`, `server.metrics_addr (MYXI_METRICS_ADDR) is ":9090", not a loopback address`} {
+		if !strings.Contains(w, want) {
+			t.Errorf("warnings %q lack %q", w, want)
+		}
+	}
+}
+
+func TestIsLoopback(t *testing.T) {
+	for addr, want := range map[string]bool{
+		"127.0.0.1:9090": true, "[::1]:9090": true, "localhost:6060": true, "127.0.0.2:1": true,
+		":9090": false, "0.0.0.0:9090": false, "10.0.0.1:9090": false, "metrics.example.com:9090": false, "[::]:1": false,
+	} {
+		if got := IsLoopback(addr); got != want {
+			t.Errorf("IsLoopback(%q) = %v, want %v", addr, got, want)
+		}
+	}
+}

@@ -21,6 +21,7 @@ const (
 	EnvJWTSecret        = "MYXI_JWT_SECRET"
 	EnvJWTPublicKeyFile = "MYXI_JWT_PUBLIC_KEY_FILE"
 	EnvWebhookSecret    = "MYXI_WEBHOOK_SECRET"
+	EnvMetricsAddr      = "MYXI_METRICS_ADDR"
 )
 
 // EnvVar describes one environment variable for -h.
@@ -37,6 +38,7 @@ var EnvVars = []EnvVar{
 	{myxi.EnvTrustedProxies, "server.trusted_proxies", "comma-separated proxy addresses or CIDR ranges"},
 	{myxi.EnvDrainPeriod, "server.drain_period", "a duration such as 10s"},
 	{myxi.EnvNodeID, "server.node_id", "this node's name"},
+	{EnvMetricsAddr, "server.metrics_addr", "serve Prometheus metrics on this address, such as 127.0.0.1:9090"},
 	{EnvLogLevel, "log.level", "debug, info, warn or error"},
 	{EnvLogFormat, "log.format", "text or json"},
 	{myxi.EnvRabbitMQURL, "broker.rabbitmq_urls", "comma-separated AMQP URLs; unset: the embedded broker"},
@@ -83,6 +85,7 @@ func (c *Config) ApplyEnv(getenv func(string) string) error {
 		c.Set("server.drain_period", myxi.EnvDrainPeriod)
 	}
 	str(myxi.EnvNodeID, "server.node_id", &c.Server.NodeID)
+	str(EnvMetricsAddr, "server.metrics_addr", &c.Server.MetricsAddr)
 	str(EnvLogLevel, "log.level", &c.Log.Level)
 	str(EnvLogFormat, "log.format", &c.Log.Format)
 	if v := getenv(myxi.EnvRabbitMQURL); strings.TrimSpace(v) != "" {

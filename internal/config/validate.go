@@ -102,6 +102,11 @@ func (c *Config) validateServer(v *validator) {
 		}
 	}
 	v.nonNegative("server.drain_period", c.Server.DrainPeriod)
+	if a := c.Server.MetricsAddr; a != "" {
+		if err := CheckListenAddr(a); err != nil {
+			v.add("server.metrics_addr", "%q: %v", a, err)
+		}
+	}
 	switch strings.ToLower(c.Log.Level) {
 	case "debug", "info", "warn", "error":
 	default:
@@ -162,7 +167,19 @@ func (c *Config) validateLimits(v *validator) {
 	} {
 		v.nonNegative(key, d)
 	}
+	// 0 is the default; a tiny limit would close every client on its
+	// first Subscribe with 1009, which reads like a server bug.
+	if l.MaxFrameBytes > 0 && l.MaxFrameBytes < MinFrameBytes {
+		v.add("limits.max_frame_bytes", "%d is below the minimum of %d (1 KiB): clients could not send an ordinary Subscribe (0 means the default, 65536)", l.MaxFrameBytes, MinFrameBytes)
+	}
 }
+
+// MinFrameBytes is the smallest limits.max_frame_bytes accepted.
+const MinFrameBytes = 1024
+
+// MinJWTSecretBytes is the shortest HMAC secret accepted: a shorter one
+// can be brute-forced offline from a single token.
+const MinJWTSecretBytes = 32
 
 func (c *Config) validateAPI(v *validator) {
 	for i, k := range c.API.Keys {
@@ -208,6 +225,9 @@ func (c *Config) validateAuth(v *validator) {
 		if j.Claim == "" {
 			v.add("auth.jwt.claim", "empty claim name")
 		}
+		if j.Secret != "" && len(j.Secret) < MinJWTSecretBytes {
+			v.add("auth.jwt.secret", "%d bytes is too short: an HMAC secret needs at least %d random bytes (such as the output of `openssl rand -hex 32`)", len(j.Secret), MinJWTSecretBytes)
+		}
 		v.nonNegative("auth.jwt.leeway", j.Leeway)
 	} else {
 		for key, set := range map[string]bool{
@@ -231,6 +251,9 @@ func (c *Config) validateAuth(v *validator) {
 		v.add("auth.webhook.url", "required when auth.webhook is configured")
 	}
 	v.nonNegative("webhooks.timeout", c.Webhooks.Timeout)
+	if c.Webhooks.MaxConcurrent < 0 {
+		v.add("webhooks.max_concurrent", "%d is negative (0 means the default, 64)", c.Webhooks.MaxConcurrent)
+	}
 }
 
 func (c *Config) validateExchanges(v *validator) {
@@ -293,4 +316,49 @@ func (c *Config) validateActions(v *validator) {
 		v.nonNegative(key+".timeout", a.Timeout)
 		v.headerNames(key+".forward_headers", a.ForwardHeaders)
 	}
+}
+
+// CheckListenAddr checks a "host:port" listen address (the host may be
+// empty: every interface).
+func CheckListenAddr(addr string) error {
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("not a host:port address (such as 127.0.0.1:9090): %w", err)
+	}
+	if _, err := ParsePort(port); err != nil {
+		return fmt.Errorf("port %q: %w", port, err)
+	}
+	return nil
+}
+
+// IsLoopback reports whether the listen address addr ("host:port") can be
+// reached only from this machine. An empty host listens on every
+// interface; a host name other than localhost may resolve to anything.
+func IsLoopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		host = addr
+	}
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(strings.Trim(host, "[]"))
+	return ip != nil && ip.IsLoopback()
+}
+
+// Warnings lists the settings that are valid but risky, each naming its
+// key (and the variable or flag that set it). The server logs them at
+// start.
+func (c *Config) Warnings() []string {
+	var out []string
+	for _, o := range c.Server.AllowedOrigins {
+		if o = strings.TrimSpace(o); o == "*" || o == "*://*" {
+			out = append(out, fmt.Sprintf("%s contains %q: a page on ANY website can open sockets to this server in its visitors' browsers, with their cookies; list your sites' origins instead", c.Name("server.allowed_origins"), o))
+			break
+		}
+	}
+	if a := c.Server.MetricsAddr; a != "" && !IsLoopback(a) {
+		out = append(out, fmt.Sprintf("%s is %q, not a loopback address: anyone who can reach it reads the metrics; keep it on 127.0.0.1 or behind a firewall", c.Name("server.metrics_addr"), a))
+	}
+	return out
 }

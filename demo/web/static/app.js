@@ -259,7 +259,9 @@
     w.status = status;
     w.card.dataset.status = status;
     $('.status-text', w.card).textContent = statusText[status] + (detail ? ' (' + detail + ')' : '');
-    var locked = status === 'denied' || status === 'revoked' || !w.view.visible;
+    // Offline, a change would be saved but its event would not reach this
+    // page until it reconnects: the buttons wait for the socket too.
+    var locked = status === 'denied' || status === 'revoked' || status === 'offline' || !w.view.visible;
     w.card.querySelectorAll('.qty-button').forEach(function (button) {
       button.disabled = locked || (button.dataset.delta < 0 && w.quantity === 0);
     });
