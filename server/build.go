@@ -10,7 +10,9 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"slices"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -62,7 +64,10 @@ func newHTTPServer(h http.Handler, t httpTimeouts, logger *slog.Logger) *http.Se
 		ReadTimeout:       t.read,
 		WriteTimeout:      t.write,
 		IdleTimeout:       t.idle,
-		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelDebug),
+		// The same cap as the upgrades' (myxi.Limits.MaxHeaderBytes'
+		// default), for every route.
+		MaxHeaderBytes: 16 << 10,
+		ErrorLog:       slog.NewLogLogger(logger.Handler(), slog.LevelDebug),
 	}
 }
 
@@ -83,6 +88,7 @@ func build(cfg *config.Config, logger *slog.Logger) (*app, error) {
 		ReauthorizeInterval: cfg.Server.ReauthorizeInterval,
 		DrainPeriod:         cfg.Server.DrainPeriod,
 		NodeID:              nodeID,
+		KeepHeaders:         keepHeaders(cfg),
 		Limits: myxi.Limits{
 			MaxFrameBytes:     cfg.Limits.MaxFrameBytes,
 			MaxSubscriptions:  cfg.Limits.MaxSubscriptions,
@@ -312,7 +318,7 @@ func (a *app) serve(ctx context.Context, onListen func(net.Addr)) error {
 		return fmt.Errorf("listen on %s: %w", a.addr, err)
 	}
 	if addr := a.cfg.Server.MetricsAddr; addr != "" {
-		stopMetrics, err := serveMetrics(addr, metricsHandler(a.srv), a.log)
+		stopMetrics, err := serveMetrics(addr, a.srv.MetricsHandler(), a.log)
 		if err != nil {
 			_ = ln.Close()
 			_ = a.srv.Shutdown(context.WithoutCancel(ctx))
@@ -358,18 +364,6 @@ func (a *app) serve(ctx context.Context, onListen func(net.Addr)) error {
 		return fmt.Errorf("serve: %w", serveErr)
 	}
 	return err
-}
-
-// metricsHandler is the node's Prometheus handler.
-func metricsHandler(srv *myxi.Server) http.Handler {
-	// TODO(merge): myxi.Server.MetricsHandler is being added to the root
-	// package; until then the metrics come from its public handler.
-	if m, ok := any(srv).(interface{ MetricsHandler() http.Handler }); ok {
-		return m.MetricsHandler()
-	}
-	mux := http.NewServeMux()
-	mux.Handle("/metrics", srv.Handler())
-	return mux
 }
 
 // serveMetrics serves h at addr/metrics until the returned function is
@@ -419,4 +413,22 @@ func raiseOpenFileLimit(logger *slog.Logger) {
 		return
 	}
 	logger.Info("open files limit", "limit", lim.Cur)
+}
+
+// keepHeaders is what a session keeps of its handshake: the library's
+// defaults plus every header a webhook forwards.
+func keepHeaders(cfg *config.Config) []string {
+	keep := []string{"Cookie", "User-Agent", "Authorization"}
+	add := func(names []string) {
+		for _, n := range names {
+			if !slices.ContainsFunc(keep, func(k string) bool { return strings.EqualFold(k, n) }) {
+				keep = append(keep, n)
+			}
+		}
+	}
+	add(cfg.Auth.Webhook.ForwardHeaders)
+	for _, act := range cfg.Actions {
+		add(act.ForwardHeaders)
+	}
+	return keep
 }
