@@ -256,13 +256,30 @@ func (c Config) validate() error {
 	return errors.Join(errs...)
 }
 
+// FieldError is a value New refuses. Field names it as a Go field path
+// ("Limits.WriteTimeout"), so that a configuration file can name its own
+// key for it.
+type FieldError struct {
+	Field   string
+	Problem string
+}
+
+func (e *FieldError) Error() string { return e.Field + ": " + e.Problem }
+
+// Validate reports every value of l that New would refuse, each as a
+// *FieldError (joined). Zero values are the defaults and always valid.
+// The standalone server checks its configuration file with it: one set
+// of rules for the Go API and the file.
+func (l Limits) Validate() error {
+	return errors.Join(l.withDefaults().validate()...)
+}
+
 // validate checks limits after defaults: zero means the default, so only
-// what is left can be wrong. This is the one set of rules for the Go API
-// and for the standalone server's configuration, which builds a Config.
+// what is left can be wrong.
 func (l Limits) validate() []error {
 	var errs []error
 	bad := func(field string, format string, args ...any) {
-		errs = append(errs, fmt.Errorf("Limits.%s: %s", field, fmt.Sprintf(format, args...)))
+		errs = append(errs, &FieldError{Field: "Limits." + field, Problem: fmt.Sprintf(format, args...)})
 	}
 	if l.MaxFrameBytes < minFrameBytes {
 		bad("MaxFrameBytes", "%d is below the minimum of %d bytes", l.MaxFrameBytes, minFrameBytes)

@@ -89,19 +89,7 @@ func build(cfg *config.Config, logger *slog.Logger) (*app, error) {
 		DrainPeriod:         cfg.Server.DrainPeriod,
 		NodeID:              nodeID,
 		KeepHeaders:         keepHeaders(cfg),
-		Limits: myxi.Limits{
-			MaxFrameBytes:     cfg.Limits.MaxFrameBytes,
-			MaxSubscriptions:  cfg.Limits.MaxSubscriptions,
-			ActionsPerSecond:  cfg.Limits.ActionsPerSecond,
-			ActionBurst:       cfg.Limits.ActionBurst,
-			MaxConnections:    cfg.Limits.MaxConnections,
-			SendQueueMessages: cfg.Limits.SendQueueMessages,
-			SendQueueBytes:    cfg.Limits.SendQueueBytes,
-			WriteTimeout:      cfg.Limits.WriteTimeout,
-			HandshakeTimeout:  cfg.Limits.HandshakeTimeout,
-			PingInterval:      cfg.Limits.PingInterval,
-			ActionTimeout:     cfg.Limits.ActionTimeout,
-		},
+		Limits:              cfg.Limits.Myxi(),
 	}
 	a := &app{cfg: cfg, log: logger, addr: mc.Addr, broker: "embedded", drain: cfg.Server.DrainPeriod}
 	a.http = httpTimeouts{readHeader: cfg.Limits.HandshakeTimeout, read: 30 * time.Second, idle: 2 * time.Minute}

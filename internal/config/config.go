@@ -11,6 +11,7 @@ package config
 import (
 	"errors"
 	"fmt"
+	"github.com/myxi/myxi"
 	"os"
 	"regexp"
 	"slices"
@@ -91,6 +92,23 @@ type Limits struct {
 	HandshakeTimeout  time.Duration `toml:"handshake_timeout"`
 	PingInterval      time.Duration `toml:"ping_interval"`
 	ActionTimeout     time.Duration `toml:"action_timeout"`
+}
+
+// Myxi returns the limits as the library takes them.
+func (l Limits) Myxi() myxi.Limits {
+	return myxi.Limits{
+		MaxFrameBytes:     l.MaxFrameBytes,
+		MaxSubscriptions:  l.MaxSubscriptions,
+		ActionsPerSecond:  l.ActionsPerSecond,
+		ActionBurst:       l.ActionBurst,
+		MaxConnections:    l.MaxConnections,
+		SendQueueMessages: l.SendQueueMessages,
+		SendQueueBytes:    l.SendQueueBytes,
+		WriteTimeout:      l.WriteTimeout,
+		HandshakeTimeout:  l.HandshakeTimeout,
+		PingInterval:      l.PingInterval,
+		ActionTimeout:     l.ActionTimeout,
+	}
 }
 
 // API is the [api] table: the HTTP publish API.

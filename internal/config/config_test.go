@@ -115,7 +115,7 @@ func TestValidationErrorsNameTheKey(t *testing.T) {
 		"log level":                  {"[log]\nlevel = \"loud\"", nil, `log.level: "loud" is not one of`},
 		"rabbitmq url":               {"[broker]\nrabbitmq_urls = [\"http://guest:secret@x/\"]", nil, `broker.rabbitmq_urls: "http://guest:xxxxx@x/" is not an AMQP URL`},
 		"negative limit":             {"[limits]\nsend_queue_bytes = -1", nil, "limits.send_queue_bytes: -1 is negative"},
-		"negative duration":          {"[limits]\nwrite_timeout = \"-1s\"", nil, "limits.write_timeout: -1s is negative"},
+		"negative duration":          {"[limits]\nwrite_timeout = \"-1s\"", nil, "limits.write_timeout: -1s is below the minimum of 1ms"},
 		"empty api key":              {"[api]\nkeys = [\"\"]", nil, "api.keys[0]: empty key"},
 		"policy missing":             {"[exchanges.news]", nil, "exchanges.news.policy: required"},
 		"policy unknown":             {"[exchanges.news]\npolicy = \"open\"", nil, `exchanges.news.policy: "open" is not one of public, authenticated, jwt, webhook`},

@@ -12,6 +12,7 @@ import (
 
 	amqp "github.com/rabbitmq/amqp091-go"
 
+	"github.com/myxi/myxi"
 	"github.com/myxi/myxi/internal/protocol"
 )
 
@@ -145,32 +146,39 @@ func redactAMQP(u string) string {
 	return strconv.Quote(p.String())
 }
 
+// limitKeys maps myxi.Limits' fields to this file's keys.
+var limitKeys = map[string]string{
+	"Limits.MaxFrameBytes":     "limits.max_frame_bytes",
+	"Limits.MaxSubscriptions":  "limits.max_subscriptions",
+	"Limits.ActionsPerSecond":  "limits.actions_per_second",
+	"Limits.ActionBurst":       "limits.action_burst",
+	"Limits.MaxConnections":    "limits.max_connections",
+	"Limits.SendQueueMessages": "limits.send_queue_messages",
+	"Limits.SendQueueBytes":    "limits.send_queue_bytes",
+	"Limits.WriteTimeout":      "limits.write_timeout",
+	"Limits.HandshakeTimeout":  "limits.handshake_timeout",
+	"Limits.PingInterval":      "limits.ping_interval",
+	"Limits.ActionTimeout":     "limits.action_timeout",
+}
+
+// validateLimits applies the library's own rules (myxi.Limits.Validate),
+// naming this file's keys.
 func (c *Config) validateLimits(v *validator) {
-	l := c.Limits
-	for key, n := range map[string]int64{
-		"limits.max_connections":     int64(l.MaxConnections),
-		"limits.max_subscriptions":   int64(l.MaxSubscriptions),
-		"limits.max_frame_bytes":     l.MaxFrameBytes,
-		"limits.action_burst":        int64(l.ActionBurst),
-		"limits.send_queue_messages": int64(l.SendQueueMessages),
-		"limits.send_queue_bytes":    l.SendQueueBytes,
-	} {
-		if n < 0 {
-			v.add(key, "%d is negative (0 means the default)", n)
+	err := c.Limits.Myxi().Validate()
+	if err == nil {
+		return
+	}
+	for _, e := range err.(interface{ Unwrap() []error }).Unwrap() {
+		var fe *myxi.FieldError
+		if !errors.As(e, &fe) {
+			v.errs = append(v.errs, e)
+			continue
 		}
-	}
-	for key, d := range map[string]time.Duration{
-		"limits.write_timeout":     l.WriteTimeout,
-		"limits.handshake_timeout": l.HandshakeTimeout,
-		"limits.ping_interval":     l.PingInterval,
-		"limits.action_timeout":    l.ActionTimeout,
-	} {
-		v.nonNegative(key, d)
-	}
-	// 0 is the default; a tiny limit would close every client on its
-	// first Subscribe with 1009, which reads like a server bug.
-	if l.MaxFrameBytes > 0 && l.MaxFrameBytes < MinFrameBytes {
-		v.add("limits.max_frame_bytes", "%d is below the minimum of %d (1 KiB): clients could not send an ordinary Subscribe (0 means the default, 65536)", l.MaxFrameBytes, MinFrameBytes)
+		key, ok := limitKeys[fe.Field]
+		if !ok {
+			key = fe.Field
+		}
+		v.add(key, "%s (0 means the default)", fe.Problem)
 	}
 }
 
