@@ -154,18 +154,22 @@ describe('application events', () => {
     ]);
   });
 
-  test('subscription.off removes its listeners', () => {
+  test('subscription.on and off chain (issue 15); off removes one listener at a time', () => {
     const { connection, socket } = openConnection(Myxi);
-    const subscription = connection.subscribe('w', 1);
-    let calls = 0;
-    const listener = () => calls++;
-    subscription.on('E', listener);
-    const stop = subscription.on('E', listener);
-    subscription.off('E', listener);
+    const calls = [];
+    const listener = () => calls.push('E');
+    const subscription = connection
+      .subscribe('w', 1)
+      .on('E', listener)
+      .on('E', listener)
+      .on('F', () => calls.push('F'));
+    assert.equal(subscription, connection.subscriptions['w::1'], 'on returns the subscription');
+    assert.equal(subscription.off('E', listener), subscription, 'off returns the subscription');
     socket().receive({ event: 'E', payload: {}, mq: { e: 'w', rk: '1' } });
-    stop();
+    subscription.off('E', listener).off('F');
     socket().receive({ event: 'E', payload: {}, mq: { e: 'w', rk: '1' } });
-    assert.equal(calls, 1);
+    socket().receive({ event: 'F', payload: {}, mq: { e: 'w', rk: '1' } });
+    assert.deepEqual(calls, ['E']);
   });
 });
 
@@ -363,6 +367,51 @@ describe('refused subscriptions', () => {
     socket().receive({ event: 'Error', tag: first.tag, payload: { error: 'InvalidExchange', exchange: 'nope' } });
     assert.equal(a.state, 'unsubscribed');
     assert.equal(b.state, 'subscribing');
+  });
+
+  test('TooManySubscriptions {exchange, routing_keys, limit} drops exactly the refused ones', () => {
+    const { connection, socket } = openConnection(Myxi);
+    const [a, b, c] = [1, 2, 3].map((key) => connection.subscribe('widgets', key));
+    const other = connection.subscribe('gadgets', 2);
+    const seen = [];
+    for (const s of [a, b, c, other]) s.on('TooManySubscriptions', (payload) => seen.push([s.key(), payload.limit]));
+    const [, second] = socket().actions('Subscribe');
+    const message = 'routing_keys: 1 over the limit of 1 subscriptions';
+    // Tagged: the answer to one Subscribe (of one key) refuses that key.
+    socket().receive({
+      event: 'Error',
+      tag: second.tag,
+      payload: { error: 'TooManySubscriptions', exchange: 'widgets', routing_keys: [2], limit: 1, message },
+    });
+    assert.deepEqual([a.state, b.state, c.state, other.state], ['subscribing', 'unsubscribed', 'subscribing', 'subscribing']);
+    // Untagged (a Subscribe the application sent itself with routing_keys,
+    // or a server that forgot the tag): every listed key of that exchange
+    // that waits for an answer, strings and numbers alike, each once.
+    socket().receive({
+      event: 'Error',
+      tag: null,
+      payload: { error: 'TooManySubscriptions', exchange: 'widgets', routing_keys: ['3', 3, 2, 'nope'], limit: 1 },
+    });
+    assert.deepEqual([a.state, c.state, other.state], ['subscribing', 'unsubscribed', 'subscribing']);
+    assert.deepEqual(Object.keys(connection.subscriptions).sort(), ['gadgets::2', 'widgets::1']);
+    assert.deepEqual(seen, [['widgets::2', 1], ['widgets::3', 1]]);
+    // The others are answered as usual.
+    confirmAll(socket());
+    assert.equal(a.subscribed && other.subscribed, true);
+    assertQuiet(logged);
+  });
+
+  test('RateLimited {exchange, routing_keys} on a Subscribe keeps those keys and retries them later', (t) => {
+    t.mock.method(Math, 'random', () => 0.5);
+    const { connection, socket } = openConnection(Myxi);
+    const [a, b] = [1, 2].map((key) => connection.subscribe('widgets', key));
+    socket().receive({ event: 'Error', tag: null, payload: { error: 'RateLimited', exchange: 'widgets', routing_keys: [1, 2] } });
+    assert.deepEqual([a.state, b.state], ['pending', 'pending']);
+    assert.equal(socket().actions('Subscribe').length, 2);
+    mock.timers.tick(500); // half of the first backoff ceiling (1 s)
+    assert.deepEqual(socket().actions('Subscribe').slice(2).map((s) => s.payload.routing_key), [1, 2]);
+    confirmAll(socket());
+    assert.deepEqual([a.subscribed, b.subscribed], [true, true]);
   });
 
   for (const error of ['BrokerUnavailable', 'RateLimited']) {
