@@ -549,8 +549,7 @@ var Connection = class {
     this._watch(0, "");
     if (code === CLOSE_TERMINATED) this._stopped = true;
     for (const subscription of Object.values(this.subscriptions)) {
-      clearTimeout(subscription._retryTimer);
-      subscription._retryTimer = void 0;
+      this._stopTimer(subscription);
       subscription._tag = null;
       subscription._state = 1 /* Pending */;
     }
@@ -593,6 +592,7 @@ var Connection = class {
     if (event !== "Subscribed" && event !== "Error" && event !== "InternalError") return;
     const error = event === "InternalError" ? event : String(payload.error);
     for (const subscription of this._answered(message)) {
+      this._stopTimer(subscription);
       if (event === "Subscribed" || error === "AlreadySubscribed") {
         this._confirm(subscription, payload, tag);
         continue;
@@ -657,8 +657,7 @@ var Connection = class {
   _end(subscription) {
     const key = subscription.key();
     if (own(this.subscriptions, key) === subscription) delete this.subscriptions[key];
-    clearTimeout(subscription._retryTimer);
-    subscription._retryTimer = void 0;
+    this._stopTimer(subscription);
     if (subscription._tag !== null) this._subscribing.delete(subscription._tag);
     subscription._tag = null;
     subscription._state = 0 /* Unsubscribed */;
@@ -670,6 +669,19 @@ var Connection = class {
     subscription._tag = tag;
     subscription._state = 2 /* Subscribing */;
     this._subscribing.set(tag, subscription);
+    if (this._requestTimeout > 0) {
+      subscription._retryTimer = setTimeout(() => {
+        this._subscribing.delete(tag);
+        subscription._tag = null;
+        subscription._state = 1 /* Pending */;
+        this._scheduleRetry(subscription);
+      }, this._requestTimeout);
+    }
+  }
+  /** Cancels a subscription's retry, or the wait for its Subscribe's answer. */
+  _stopTimer(subscription) {
+    clearTimeout(subscription._retryTimer);
+    subscription._retryTimer = void 0;
   }
   _scheduleRetry(subscription) {
     subscription._retryTimer = setTimeout(() => {
@@ -682,6 +694,7 @@ var Connection = class {
    * every pending subscription, except those waiting for a retry.
    */
   _flush() {
+    if (!this._sendable) return;
     this._requests._flush((frame) => this._ws.send(frame));
     for (const subscription of Object.values(this.subscriptions)) {
       if (subscription._state === 1 /* Pending */ && subscription._retryTimer === void 0) {

@@ -395,8 +395,7 @@ export class Connection {
     // Everything still wanted goes back to pending, to be sent again once the
     // next connection is ready; answers to this socket's actions are lost.
     for (const subscription of Object.values(this.subscriptions)) {
-      clearTimeout(subscription._retryTimer);
-      subscription._retryTimer = undefined;
+      this._stopTimer(subscription);
       subscription._tag = null;
       subscription._state = Sub.Pending;
     }
@@ -450,6 +449,7 @@ export class Connection {
     if (event !== 'Subscribed' && event !== 'Error' && event !== 'InternalError') return;
     const error = event === 'InternalError' ? event : String(payload.error);
     for (const subscription of this._answered(message)) {
+      this._stopTimer(subscription);
       // AlreadySubscribed: the server has it (e.g. the application also
       // subscribed by hand).
       if (event === 'Subscribed' || error === 'AlreadySubscribed') {
@@ -529,8 +529,7 @@ export class Connection {
   private _end(subscription: Subscription): void {
     const key = subscription.key();
     if (own(this.subscriptions, key) === subscription) delete this.subscriptions[key];
-    clearTimeout(subscription._retryTimer);
-    subscription._retryTimer = undefined;
+    this._stopTimer(subscription);
     if (subscription._tag !== null) this._subscribing.delete(subscription._tag);
     subscription._tag = null;
     subscription._state = Sub.Unsubscribed;
@@ -543,6 +542,22 @@ export class Connection {
     subscription._tag = tag;
     subscription._state = Sub.Subscribing;
     this._subscribing.set(tag, subscription);
+    // A server over its rate limit may drop a frame without answering it:
+    // a Subscribe still unanswered after requestTimeout is tried again later.
+    if (this._requestTimeout > 0) {
+      subscription._retryTimer = setTimeout(() => {
+        this._subscribing.delete(tag);
+        subscription._tag = null;
+        subscription._state = Sub.Pending;
+        this._scheduleRetry(subscription);
+      }, this._requestTimeout);
+    }
+  }
+
+  /** Cancels a subscription's retry, or the wait for its Subscribe's answer. */
+  private _stopTimer(subscription: Subscription): void {
+    clearTimeout(subscription._retryTimer);
+    subscription._retryTimer = undefined;
   }
 
   private _scheduleRetry(subscription: Subscription): void {
@@ -557,6 +572,7 @@ export class Connection {
    * every pending subscription, except those waiting for a retry.
    */
   private _flush(): void {
+    if (!this._sendable) return;
     this._requests._flush((frame) => this._ws!.send(frame));
     for (const subscription of Object.values(this.subscriptions)) {
       if (subscription._state === Sub.Pending && subscription._retryTimer === undefined) {

@@ -49,7 +49,7 @@ export class Subscription {
   _state = Sub.Pending;
   /** @internal The tag of the Subscribe waiting for its answer. */
   _tag: Tag = null;
-  /** @internal Retry after BrokerUnavailable or RateLimited. */
+  /** @internal Retry after BrokerUnavailable or RateLimited, or the wait for the Subscribe's answer. */
   _retryTimer: ReturnType<typeof setTimeout> | undefined;
   /** @internal */
   readonly _retry: Backoff;

@@ -95,7 +95,8 @@ export interface ConnectionOptions {
   backoff?: boolean | BackoffOptions;
   /**
    * Default timeout of `request()`, in ms, waiting for the connection
-   * included; 0 for none. Default 10000.
+   * included; also how long a Subscribe may go unanswered before it is sent
+   * again. 0 for none. Default 10000.
    */
   requestTimeout?: number;
   /** Give up an attempt to connect that has not opened after this many ms; 0 for never. Default 10000. */

@@ -459,8 +459,44 @@ describe('refused subscriptions', () => {
     mock.timers.tick(100);
     WebSocket.last.open();
     assert.equal(WebSocket.last.actions('Subscribe').length, 1);
-    mock.timers.tick(30000);
+    mock.timers.tick(9999); // the old retry would have come by now; the answer may still
     assert.equal(WebSocket.last.actions('Subscribe').length, 1, 'the old retry timer is gone');
+  });
+
+  test('a Subscribe left unanswered (a server over its rate limit drops frames) is sent again', (t) => {
+    t.mock.method(Math, 'random', () => 0.5);
+    const { connection, socket } = openConnection(Myxi, { pingInterval: 0 });
+    const subscription = connection.subscribe('w', 1);
+    const other = connection.subscribe('w', 2);
+    const [first] = socket().actions('Subscribe');
+    confirm(socket()); // w::2 is answered, w::1 never
+    mock.timers.tick(9999);
+    assert.equal(subscription.state, 'subscribing');
+    mock.timers.tick(1); // requestTimeout: given up, retried after a backoff
+    assert.equal(subscription.state, 'pending');
+    assert.equal(connection.subscriptions['w::1'], subscription);
+    mock.timers.tick(500);
+    const retry = socket().lastAction('Subscribe');
+    assert.deepEqual(retry.payload, { exchange: 'w', routing_key: 1 });
+    assert.notEqual(retry.tag, first.tag);
+    assert.equal(subscription.state, 'subscribing');
+    // A late answer to the first one changes nothing; the retry's counts.
+    socket().receive({ event: 'Subscribed', tag: first.tag, payload: first.payload });
+    assert.equal(subscription.state, 'subscribing');
+    socket().reply('Subscribe', 'Subscribed', retry.payload);
+    assert.equal(subscription.subscribed, true);
+    // Answered subscriptions are left alone.
+    mock.timers.tick(60000);
+    assert.equal(socket().actions('Subscribe').length, 3);
+    assert.equal(other.subscribed, true);
+  });
+
+  test('requestTimeout 0: a Subscribe waits for its answer however long', () => {
+    const { connection, socket } = openConnection(Myxi, { pingInterval: 0, requestTimeout: 0 });
+    const subscription = connection.subscribe('w', 1);
+    mock.timers.tick(3600 * 1000);
+    assert.equal(subscription.state, 'subscribing');
+    assert.equal(socket().actions('Subscribe').length, 1);
   });
 
   test('another error (e.g. AuthRequired) keeps it until the next authentication', () => {

@@ -146,6 +146,8 @@ export declare class Connection {
     /** Removes a subscription for good. */
     private _end;
     private _sendSubscribe;
+    /** Cancels a subscription's retry, or the wait for its Subscribe's answer. */
+    private _stopTimer;
     private _scheduleRetry;
     /**
      * The connection is ready: sends the requests made while it was not, then
