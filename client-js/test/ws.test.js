@@ -4,6 +4,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
+import { createServer } from 'node:net';
 import WebSocket, { WebSocketServer } from 'ws';
 import * as Myxi from '../dist/myxi.mjs';
 
@@ -86,4 +87,70 @@ test('connects, subscribes, receives, requests, reconnects and disconnects with 
 
   connection.disconnect();
   assert.equal(await seen.closed[1], 1000, 'the server sees a normal close');
+});
+
+/** A TCP server that accepts connections and never answers: a dead path, or a stuck upgrade. */
+async function silentServer(t) {
+  const sockets = new Set();
+  const server = createServer((socket) => {
+    sockets.add(socket);
+    socket.on('error', () => {});
+  });
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  t.after(() => {
+    for (const socket of sockets) socket.destroy();
+    return new Promise((resolve) => server.close(resolve));
+  });
+  return { url: `ws://127.0.0.1:${server.address().port}/`, sockets };
+}
+
+test('with ws: an upgrade that is never answered is given up after connectTimeout, quietly', { timeout: 10000 }, async (t) => {
+  const { url, sockets } = await silentServer(t);
+  const errors = [];
+  const connection = new Myxi.Connection(url, {
+    WebSocket,
+    connectTimeout: 100,
+    reconnectDelay: 60000,
+    onCallbackError: (error) => errors.push(error),
+  });
+  t.after(() => connection.disconnect());
+  const started = Date.now();
+  const [info] = await next(connection, 'SocketClosed');
+  assert.equal(info.code, 1006);
+  assert.equal(info.reason, 'connect timeout');
+  assert.ok(Date.now() - started >= 90, 'not before the timeout');
+  assert.equal(sockets.size, 1);
+  assert.equal(connection.state, 'closed');
+  // The abandoned socket's own error and close events come and go unheard.
+  await new Promise((resolve) => setTimeout(resolve, 100));
+  assert.deepEqual(errors, []);
+});
+
+test('with ws: a server that goes silent after the handshake is given up after pingInterval + pingTimeout', { timeout: 10000 }, async (t) => {
+  const server = new WebSocketServer({ port: 0, host: '127.0.0.1' });
+  await once(server, 'listening');
+  const raw = [];
+  server.on('connection', (socket, request) => {
+    raw.push(request.socket);
+    // It answers nothing: not the Ping, not the Close.
+    request.socket.pause();
+  });
+  t.after(() => {
+    for (const socket of raw) socket.destroy();
+    for (const client of server.clients) client.terminate();
+    return new Promise((resolve) => server.close(resolve));
+  });
+  const connection = new Myxi.Connection(`ws://127.0.0.1:${server.address().port}/`, {
+    WebSocket,
+    pingInterval: 100,
+    pingTimeout: 100,
+    reconnectDelay: 60000,
+  });
+  t.after(() => connection.disconnect());
+  await next(connection, 'SocketConnected');
+  const opened = Date.now();
+  const [info] = await next(connection, 'SocketDisconnected');
+  assert.deepEqual(info, { code: 1006, reason: 'ping timeout', reconnectIn: 60000 });
+  assert.ok(Date.now() - opened >= 190, `after ${Date.now() - opened} ms`);
 });
