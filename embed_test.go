@@ -162,7 +162,7 @@ func TestEmbeddedGzipIsTheBundle(t *testing.T) {
 	}
 }
 
-func TestAcceptsGzip(t *testing.T) {
+func TestClientAssetAcceptsGzip(t *testing.T) {
 	cases := []struct {
 		values []string
 		want   bool
