@@ -83,13 +83,16 @@ func isClientAsset(p string) bool {
 // serveClientAsset serves an embedded file with an ETag; clients
 // revalidate (cheaply, 304) so a new server version is picked up at once.
 // A file with a gzipped copy is sent compressed to a client that accepts
-// gzip, and says that the answer varies with Accept-Encoding.
+// gzip, and says that the answer varies with Accept-Encoding; unless a
+// compressing middleware around it (echo's Gzip, in an application that
+// mounts Myxi) has said so already: it compresses what it gets, and would
+// compress the gzipped copy again.
 func serveClientAsset(c echo.Context, p string) error {
 	a := clientAssets[p]
 	r := c.Request()
 	h := c.Response().Header()
 	body, etag, encoding := a.body, a.etag, ""
-	if a.gzip != nil {
+	if a.gzip != nil && !variesWithEncoding(h) {
 		h.Add("Vary", "Accept-Encoding")
 		if acceptsGzip(r.Header.Values("Accept-Encoding")) {
 			body, etag, encoding = a.gzip, a.gzipETag, "gzip"
@@ -110,6 +113,17 @@ func serveClientAsset(c echo.Context, p string) error {
 		return c.NoContent(http.StatusOK)
 	}
 	return c.Blob(http.StatusOK, a.contentType, body)
+}
+
+func variesWithEncoding(h http.Header) bool {
+	for _, v := range h.Values("Vary") {
+		for _, name := range strings.Split(v, ",") {
+			if strings.EqualFold(strings.TrimSpace(name), "Accept-Encoding") {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // acceptsGzip tells whether Accept-Encoding values (RFC 9110 §12.5.3) let

@@ -12,6 +12,7 @@ import (
 	"testing"
 
 	"github.com/labstack/echo/v4"
+	"github.com/labstack/echo/v4/middleware"
 )
 
 // getAsset runs serveClientAsset for one request, with the given headers.
@@ -197,6 +198,40 @@ func TestClientAssetAcceptsGzip(t *testing.T) {
 				name = name[:60] + "…"
 			}
 			t.Errorf("acceptsGzip(%q) = %v, want %v", name, got, c.want)
+		}
+	}
+}
+
+// TestClientAssetUnderEchoGzip: an application that mounts Myxi behind
+// echo's Gzip middleware gets the script compressed once, not twice.
+func TestClientAssetUnderEchoGzip(t *testing.T) {
+	plain, err := fs.ReadFile(ClientFiles(), "myxi.js")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := echo.New()
+	e.Use(middleware.Gzip())
+	e.GET("/myxi.js", func(c echo.Context) error { return serveClientAsset(c, "/myxi.js") })
+	for _, accept := range []string{"gzip", ""} {
+		req := httptest.NewRequest(http.MethodGet, "/myxi.js", nil)
+		if accept != "" {
+			req.Header.Set("Accept-Encoding", accept)
+		}
+		rec := httptest.NewRecorder()
+		e.ServeHTTP(rec, req)
+		resp := rec.Result()
+		body := readBody(t, resp)
+		if accept != "" {
+			if resp.Header.Get("Content-Encoding") != "gzip" {
+				t.Fatalf("Content-Encoding %q", resp.Header.Get("Content-Encoding"))
+			}
+			body = gunzipBytes(t, body)
+		}
+		if !bytes.Equal(body, plain) {
+			t.Errorf("Accept-Encoding %q: the body, decoded once, is not myxi.js (compressed twice?)", accept)
+		}
+		if got := resp.Header.Values("Vary"); len(got) != 1 {
+			t.Errorf("Accept-Encoding %q: Vary %q", accept, got)
 		}
 	}
 }
