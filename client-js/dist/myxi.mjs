@@ -563,6 +563,7 @@ var Connection = class {
     if (event !== "Subscribed" && event !== "Error" && event !== "InternalError") return;
     const error = event === "InternalError" ? event : String(payload.error);
     for (const subscription of this._answered(message)) {
+      if (subscription._state !== 2 /* Subscribing */) continue;
       this._stopTimer(subscription);
       if (event === "Subscribed" || error === "AlreadySubscribed") {
         this._confirm(subscription, payload, tag);

@@ -449,6 +449,8 @@ export class Connection {
     if (event !== 'Subscribed' && event !== 'Error' && event !== 'InternalError') return;
     const error = event === 'InternalError' ? event : String(payload.error);
     for (const subscription of this._answered(message)) {
+      // A callback for one of them may have ended or reset the next.
+      if (subscription._state !== Sub.Subscribing) continue;
       this._stopTimer(subscription);
       // AlreadySubscribed: the server has it (e.g. the application also
       // subscribed by hand).

@@ -401,6 +401,16 @@ describe('refused subscriptions', () => {
     assertQuiet(logged);
   });
 
+  test('a callback for one refused key that ends another is not undone by the rest of the answer', () => {
+    const { connection, socket } = openConnection(Myxi);
+    const [a, b] = [1, 2].map((key) => connection.subscribe('widgets', key));
+    a.on('RateLimited', () => b.unsubscribe());
+    socket().receive({ event: 'Error', tag: null, payload: { error: 'RateLimited', exchange: 'widgets', routing_keys: [1, 2] } });
+    assert.equal(a.state, 'pending');
+    assert.equal(b.state, 'unsubscribed');
+    assert.equal(connection.subscriptions['widgets::2'], undefined);
+  });
+
   test('RateLimited {exchange, routing_keys} on a Subscribe keeps those keys and retries them later', (t) => {
     t.mock.method(Math, 'random', () => 0.5);
     const { connection, socket } = openConnection(Myxi);
