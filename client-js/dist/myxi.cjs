@@ -425,7 +425,7 @@ var Connection = class {
     return this;
   }
   /**
-   * Connects again after `disconnect()`, or at once when waiting to
+   * Connects again after `disconnect()` or a 4001 close, or at once when waiting to
    * reconnect; does nothing while connected or connecting.
    */
   connect() {

@@ -251,7 +251,7 @@ export class Connection {
   }
 
   /**
-   * Connects again after `disconnect()`, or at once when waiting to
+   * Connects again after `disconnect()` or a 4001 close, or at once when waiting to
    * reconnect; does nothing while connected or connecting.
    */
   connect(): void {

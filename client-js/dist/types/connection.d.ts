@@ -93,7 +93,7 @@ export declare class Connection {
     off<K extends keyof SocketEventMap>(event: K, callback?: SocketEventMap[K]): this;
     off<P extends object = Payload>(event?: string, callback?: EventCallback<P>): this;
     /**
-     * Connects again after `disconnect()`, or at once when waiting to
+     * Connects again after `disconnect()` or a 4001 close, or at once when waiting to
      * reconnect; does nothing while connected or connecting.
      */
     connect(): void;
