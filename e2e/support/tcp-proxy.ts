@@ -23,7 +23,7 @@ export class TcpProxy {
   port = 0;
   private readonly pairs = new Set<Pair>();
   private readonly server: Server;
-  private deadOnArrival = false;
+  private deadOnArrival = 0;
 
   constructor(private readonly targetPort: number) {
     this.server = createServer((client) => this.accept(client));
@@ -57,9 +57,12 @@ export class TcpProxy {
     return n;
   }
 
-  /** While set, a new WebSocket connection's path dies as soon as its upgrade request arrives. */
-  set cutNewWebSockets(on: boolean) {
-    this.deadOnArrival = on;
+  /**
+   * The next `n` WebSocket connections' paths die as soon as their upgrade
+   * request arrives (the upgrade is never answered); later ones pass.
+   */
+  cutNextWebSockets(n: number): void {
+    this.deadOnArrival = n;
   }
 
   /** WebSocket connections whose bytes still pass. */
@@ -85,7 +88,10 @@ export class TcpProxy {
       if (first) {
         first = false;
         pair.websocket = UPGRADE.test(chunk.toString('latin1'));
-        if (pair.websocket && this.deadOnArrival) pair.dead = true;
+        if (pair.websocket && this.deadOnArrival > 0) {
+          this.deadOnArrival--;
+          pair.dead = true;
+        }
       }
       if (!pair.dead) upstream.write(chunk);
     });
