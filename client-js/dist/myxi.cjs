@@ -36,12 +36,12 @@ var Backoff = class {
     this._factor = options.factor ?? 2;
   }
   /** The delay before the next attempt, in ms. */
-  next() {
+  _next() {
     const ceiling = Math.min(this._max, this._initial * Math.pow(this._factor, this._attempt++));
     return Math.floor(Math.random() * ceiling);
   }
   /** Starts again from the first delay (after a success). */
-  reset() {
+  _reset() {
     this._attempt = 0;
   }
 };
@@ -53,17 +53,15 @@ var Emitter = class {
     this._report = _report;
     this._listeners = /* @__PURE__ */ new Map();
   }
-  /** Adds a listener; returns a function that removes it. */
-  on(event, listener) {
-    if (typeof listener !== "function") return () => {
-    };
+  /** Adds a listener (`off` removes it). */
+  _on(event, listener) {
+    if (typeof listener !== "function") return;
     const list = this._listeners.get(event);
     if (list) list.push(listener);
     else this._listeners.set(event, [listener]);
-    return () => this.off(event, listener);
   }
   /** Removes one listener, every listener of an event, or every listener. */
-  off(event, listener) {
+  _off(event, listener) {
     if (event === void 0) {
       this._listeners.clear();
       return;
@@ -76,7 +74,7 @@ var Emitter = class {
     const index = list ? list.indexOf(listener) : -1;
     if (index >= 0) list.splice(index, 1);
   }
-  emit(event, ...args) {
+  _emit(event, ...args) {
     const list = this._listeners.get(event);
     if (!list) return;
     for (const listener of list.slice()) {
@@ -101,9 +99,10 @@ var MyxiError = class extends Error {
 
 // client-js/src/protocol.ts
 var CLOSE_NORMAL = 1e3;
-var CLOSE_GOING_AWAY = 1001;
-var CLOSE_TRY_AGAIN_LATER = 1013;
 var CLOSE_ABNORMAL = 1006;
+var CLOSE_TERMINATED = 4001;
+var BACKOFF_CODES = [1002, 1007, 1008, 1009, 1011, 1013];
+var JITTER_CODES = [1001, 4e3, 4002];
 var DROPPING_ERRORS = [
   "SubscriptionDenied",
   "InvalidExchange",
@@ -157,43 +156,58 @@ var Requests = class {
   constructor() {
     this._pending = /* @__PURE__ */ new Map();
   }
-  /** Registers a request; `timeout` 0 waits forever. */
-  open(tag, action, timeout) {
+  /** Registers a request; `timeout` 0 waits forever. `frame` is the action still to send, if any. */
+  _open(tag, action, timeout, frame) {
     return new Promise((resolve, reject) => {
-      const pending = { action, resolve, reject };
+      const pending = { _action: action, _resolve: resolve, _reject: reject, _frame: frame };
       if (timeout > 0) {
-        pending.timer = setTimeout(
-          () => this.fail(tag, "Timeout", `timed out after ${timeout} ms`),
+        pending._timer = setTimeout(
+          () => this._fail(tag, "Timeout", `timed out after ${timeout} ms`),
           timeout
         );
       }
       this._pending.set(tag, pending);
     });
   }
+  /** Sends the requests still waiting for the connection, oldest first. */
+  _flush(send) {
+    for (const pending of this._pending.values()) {
+      const frame = pending._frame;
+      if (frame) {
+        pending._frame = void 0;
+        send(frame);
+      }
+    }
+  }
   /** Settles the request this event answers, if any: the first event with its tag. */
-  settle(event) {
+  _settle(event) {
     const pending = this._take(event.tag);
     if (!pending) return;
     if (event.event === "Error" || event.event === "InternalError") {
       const name = typeof event.payload.error === "string" ? event.payload.error : event.event;
-      pending.reject(new MyxiError(name, `${pending.action}: ${name}`, event));
+      pending._reject(new MyxiError(name, `${pending._action}: ${name}`, event));
     } else {
-      pending.resolve(event);
+      pending._resolve(event);
     }
   }
-  fail(tag, error, message) {
+  _fail(tag, error, message) {
     const pending = this._take(tag);
-    if (pending) pending.reject(new MyxiError(error, `${pending.action}: ${message}`));
+    if (pending) pending._reject(new MyxiError(error, `${pending._action}: ${message}`));
   }
-  /** Rejects every request: their answers can no longer arrive. */
-  failAll(error, message) {
-    for (const tag of [...this._pending.keys()]) this.fail(tag, error, message);
+  /**
+   * Rejects the requests that were sent (their answers can no longer
+   * arrive) or, with `unsent`, those still waiting for a connection.
+   */
+  _failAll(error, message, unsent) {
+    for (const [tag, pending] of [...this._pending]) {
+      if (!pending._frame === !unsent) this._fail(tag, error, message);
+    }
   }
   _take(tag) {
     const pending = this._pending.get(tag);
     if (!pending) return void 0;
     this._pending.delete(tag);
-    clearTimeout(pending.timer);
+    clearTimeout(pending._timer);
     return pending;
   }
 };
@@ -231,13 +245,15 @@ var Subscription = class {
   key() {
     return keyFor(this.exchange, this.routingKey);
   }
-  /** Listens to one event of this subscription; returns a function that stops listening. */
+  /** Listens to one event of this subscription; returns the subscription, for chaining. */
   on(event, callback) {
-    return this._events.on(event, callback);
+    this._events._on(event, callback);
+    return this;
   }
-  /** Removes a listener, every listener of `event`, or every listener. */
+  /** Removes a listener, every listener of `event`, or every listener; returns the subscription. */
   off(event, callback) {
-    this._events.off(event, callback);
+    this._events._off(event, callback);
+    return this;
   }
   /**
    * Ends the subscription: it leaves `connection.subscriptions` at once and is
@@ -258,7 +274,7 @@ var Subscription = class {
   }
   /** @internal Delivers one event to the listeners, then to the message handlers. */
   _emit(event, payload, tag) {
-    this._events.emit(event, payload, tag);
+    this._events._emit(event, payload, tag);
     for (const [name, { handler, param }] of [...this._handlers]) {
       try {
         handler.call(this, event, payload, tag, param);
@@ -272,6 +288,7 @@ var Subscription = class {
 // client-js/src/connection.ts
 var WS_OPEN = 1;
 var TAG_PREFIX = "myxi:";
+var HEALTHY_AFTER = 6e4;
 var Connection = class {
   constructor(url, options = {}) {
     /** The live subscriptions, keyed by `Subscription.keyFor(exchange, routingKey)`. */
@@ -281,8 +298,9 @@ var Connection = class {
     this._sessionId = null;
     /** Set by disconnect(): no reconnect until connect() is called again. */
     this._stopped = false;
-    /** Whether the current socket delivered an event: a server that serves us ends the backoff. */
-    this._served = false;
+    /** The tag of the client's own Ping: its answer is not emitted. */
+    this._pingTag = null;
+    this._openedAt = 0;
     this._authHook = null;
     this._seq = 0;
     this._requests = new Requests();
@@ -299,6 +317,9 @@ var Connection = class {
     this._WebSocket = WebSocketImpl;
     this._reconnectDelay = options.reconnectDelay ?? 5e3;
     this._requestTimeout = options.requestTimeout ?? 1e4;
+    this._connectTimeout = options.connectTimeout ?? 1e4;
+    this._pingInterval = options.pingInterval ?? 2e4;
+    this._pingTimeout = options.pingTimeout ?? 1e4;
     const backoff = options.backoff;
     this._useBackoff = !!backoff;
     this._retryOptions = backoff && typeof backoff === "object" ? backoff : {};
@@ -340,14 +361,14 @@ var Connection = class {
     this._authHook = hook;
     if (this._state !== 2 /* Open */) return;
     if (hook) this._runAuthHook();
-    else this._flushSubscriptions();
+    else this._flush();
   }
   /** Tells the connection that authentication succeeded: pending subscriptions are sent. */
   isAuthenticated() {
     if (!this.connected) return;
     this._state = 3 /* Authenticated */;
-    this._events.emit("SocketAuthenticated");
-    if (this._state === 3 /* Authenticated */) this._flushSubscriptions();
+    this._events._emit("SocketAuthenticated");
+    if (this._state === 3 /* Authenticated */) this._flush();
   }
   /**
    * Returns the subscription to `exchange` and `routingKey`, making it if
@@ -364,39 +385,47 @@ var Connection = class {
   }
   /** Sends an action; false when the socket is not open. */
   sendAction(action, payload = {}, tag) {
-    const ws = this._ws;
-    if (!ws || !this.connected || ws.readyState !== WS_OPEN) return false;
-    ws.send(JSON.stringify({ action, tag, payload }));
+    if (!this._sendable) return false;
+    this._ws.send(JSON.stringify({ action, tag, payload }));
     return true;
   }
   /**
    * Sends an action with a tag of its own and resolves with the first event
-   * carrying that tag. Rejects with a `MyxiError` on an `Error` or
+   * carrying that tag. Made while the socket is not open, the action waits
+   * and is sent once the connection is ready (authenticated, when there is an
+   * authentication hook). Rejects with a `MyxiError` on an `Error` or
    * `InternalError` answer (`error` is the server's error name), on timeout
-   * (`Timeout`), when the socket closes first (`SocketClosed`) or when it is
-   * not open (`NotConnected`). Works before authentication, so the
-   * authentication hook can use it.
+   * (`Timeout`, waiting for the connection included), when the socket closes
+   * after sending it (`SocketClosed`), or when the client will not connect
+   * (`NotConnected`: after `disconnect()` or a 4001 close). Works before
+   * authentication on an open socket, so the authentication hook can use it.
    */
   request(action, payload = {}, options = {}) {
     const tag = this._nextTag();
-    let sent;
+    let frame;
     try {
-      sent = this.sendAction(action, payload, tag);
+      frame = JSON.stringify({ action, tag, payload });
     } catch (error) {
       return Promise.reject(error);
     }
-    if (!sent) return Promise.reject(new MyxiError("NotConnected", `${action}: not connected`));
-    const answer = this._requests.open(tag, action, options.timeout ?? this._requestTimeout);
+    if (this._stopped) return Promise.reject(new MyxiError("NotConnected", `${action}: not connected`));
+    if (this._sendable) {
+      this._ws.send(frame);
+      frame = void 0;
+    }
+    const answer = this._requests._open(tag, action, options.timeout ?? this._requestTimeout, frame);
     return answer;
   }
   on(event, callback) {
-    return this._events.on(event, callback);
+    this._events._on(event, callback);
+    return this;
   }
   off(event, callback) {
-    this._events.off(event, callback);
+    this._events._off(event, callback);
+    return this;
   }
   /**
-   * Connects again after `disconnect()`, or at once when waiting to
+   * Connects again after `disconnect()` or a 4001 close, or at once when waiting to
    * reconnect; does nothing while connected or connecting.
    */
   connect() {
@@ -411,9 +440,12 @@ var Connection = class {
     clearTimeout(this._reconnectTimer);
     this._reconnectTimer = void 0;
     const ws = this._ws;
-    if (!ws) return;
-    ws.close(CLOSE_NORMAL);
-    this._closed(CLOSE_NORMAL, "");
+    if (ws) {
+      ws.close(CLOSE_NORMAL);
+      this._closed(CLOSE_NORMAL, "");
+    } else {
+      this._requests._failAll("NotConnected", "not connected", true);
+    }
   }
   /** @internal Called by `Subscription.unsubscribe()`. */
   _unsubscribe(subscription) {
@@ -426,6 +458,10 @@ var Connection = class {
     if (!this.sendAction("Unsubscribe", { exchange, routing_key: routingKey }, tag)) return false;
     this._unsubscribing.set(tag, subscription);
     return true;
+  }
+  get _sendable() {
+    const ws = this._ws;
+    return !!ws && this.connected && ws.readyState === WS_OPEN;
   }
   get _ready() {
     return this._state === 3 /* Authenticated */ || this._state === 2 /* Open */ && !this._authHook;
@@ -440,14 +476,15 @@ var Connection = class {
   _open() {
     this._reconnectTimer = void 0;
     this._state = 1 /* Connecting */;
-    this._served = false;
     this._sessionId = null;
     const ws = new this._WebSocket(this._socketURL);
     this._ws = ws;
+    this._watch(this._connectTimeout, "connect timeout");
     ws.onopen = () => {
       if (this._ws === ws) this._opened();
     };
     ws.onmessage = (event) => {
+      if (this._ws === ws) this._heard();
       for (const message of this._ws === ws ? parseFrame(event.data) : []) {
         if (this._ws !== ws) break;
         this._dispatch(message);
@@ -461,10 +498,42 @@ var Connection = class {
   }
   _opened() {
     this._state = 2 /* Open */;
-    this._events.emit("SocketConnected");
+    this._openedAt = Date.now();
+    this._heard();
+    this._events._emit("SocketConnected");
     if (this._state !== 2 /* Open */) return;
     if (this._authHook) this._runAuthHook();
-    else this._flushSubscriptions();
+    else this._flush();
+  }
+  /**
+   * Arms the socket's one timer: when it runs out, the socket is taken for
+   * dead. `ms` 0 disarms it.
+   */
+  _watch(ms, reason, then = () => this._abandon(reason)) {
+    clearTimeout(this._liveTimer);
+    this._liveTimer = ms > 0 ? setTimeout(then, ms) : void 0;
+  }
+  /**
+   * Something arrived: the path works. After `pingInterval` of silence the
+   * client asks for a Pong (a browser never sees WebSocket pings), and
+   * gives the socket up if nothing at all arrives within `pingTimeout`.
+   */
+  _heard() {
+    this._watch(this._pingInterval, "", () => {
+      this.sendAction("Ping", {}, this._pingTag = this._nextTag());
+      this._watch(this._pingTimeout, "ping timeout");
+    });
+  }
+  /**
+   * Gives up a socket that connects or answers too slowly. On a dead path
+   * close() sends a close frame that nothing answers, and a browser may
+   * keep the socket CLOSING for a minute without a close event: so the
+   * client settles the close now, and the socket's own handlers ignore it
+   * from here on (they check that it is still the current one).
+   */
+  _abandon(reason) {
+    this._ws.close(CLOSE_NORMAL);
+    this._closed(CLOSE_ABNORMAL, reason);
   }
   _runAuthHook() {
     try {
@@ -477,40 +546,41 @@ var Connection = class {
     const wasOpen = this._state !== 1 /* Connecting */;
     this._ws = null;
     this._state = 0 /* Closed */;
+    this._watch(0, "");
+    if (code === CLOSE_TERMINATED) this._stopped = true;
     for (const subscription of Object.values(this.subscriptions)) {
-      clearTimeout(subscription._retryTimer);
-      subscription._retryTimer = void 0;
+      this._stopTimer(subscription);
       subscription._tag = null;
       subscription._state = 1 /* Pending */;
     }
     this._subscribing.clear();
     this._unsubscribing.clear();
-    this._requests.failAll("SocketClosed", "socket closed");
-    const reconnectIn = this._stopped ? null : this._delayAfter(code);
+    this._requests._failAll("SocketClosed", "socket closed");
+    const reconnectIn = this._stopped ? null : this._delayAfter(code, wasOpen);
     if (reconnectIn !== null) {
       this._reconnectTimer = setTimeout(() => this._open(), reconnectIn);
+    } else {
+      this._requests._failAll("NotConnected", "not connected", true);
     }
     const info = { code, reason, reconnectIn };
-    if (wasOpen) this._events.emit("SocketDisconnected", info);
-    this._events.emit("SocketClosed", info);
+    if (wasOpen) this._events._emit("SocketDisconnected", info);
+    this._events._emit("SocketClosed", info);
   }
-  _delayAfter(code) {
-    if (this._useBackoff || code === CLOSE_TRY_AGAIN_LATER) return this._backoff.next();
-    if (code === CLOSE_GOING_AWAY) return Math.floor(this._reconnectDelay * (0.5 + Math.random()));
-    return this._reconnectDelay;
+  /** The delay before reconnecting after a close with `code` (PROTOCOL.md's table). */
+  _delayAfter(code, wasOpen) {
+    if (wasOpen && Date.now() - this._openedAt >= HEALTHY_AFTER) this._backoff._reset();
+    if (this._useBackoff || !wasOpen || BACKOFF_CODES.includes(code)) return this._backoff._next();
+    return Math.floor(this._reconnectDelay * (JITTER_CODES.includes(code) ? 0.5 + Math.random() : 1));
   }
   _dispatch(message) {
-    if (!this._served) {
-      this._served = true;
-      this._backoff.reset();
-    }
     const { event, payload, tag, mq } = message;
+    if (tag === this._pingTag && tag !== null) return;
     if (event === "Welcome" && typeof payload.id === "string") this._sessionId = payload.id;
     this._track(message);
     if (mq) this._find(mq.e, mq.rk)?._emit(event, payload, tag);
-    this._requests.settle(message);
-    this._events.emit(event, payload, tag, mq);
-    this._events.emit("SocketMessageReceived", message);
+    this._requests._settle(message);
+    this._events._emit(event, payload, tag, mq);
+    this._events._emit("SocketMessageReceived", message);
   }
   /** Keeps the subscriptions in step with the server's answers. */
   _track(message) {
@@ -520,41 +590,49 @@ var Connection = class {
       return;
     }
     if (event !== "Subscribed" && event !== "Error" && event !== "InternalError") return;
-    const subscription = this._answered(message);
-    if (!subscription) return;
-    if (event === "Subscribed") {
-      this._confirm(subscription, payload, tag);
-      return;
-    }
     const error = event === "InternalError" ? event : String(payload.error);
-    if (error === "AlreadySubscribed") {
-      this._confirm(subscription, payload, tag);
-      return;
+    for (const subscription of this._answered(message)) {
+      if (subscription._state !== 2 /* Subscribing */) continue;
+      this._stopTimer(subscription);
+      if (event === "Subscribed" || error === "AlreadySubscribed") {
+        this._confirm(subscription, payload, tag);
+        continue;
+      }
+      if (DROPPING_ERRORS.includes(error)) {
+        this._end(subscription);
+      } else {
+        subscription._state = 1 /* Pending */;
+        if (RETRYING_ERRORS.includes(error)) this._scheduleRetry(subscription);
+      }
+      subscription._emit("Error", payload, tag);
+      subscription._emit(error, payload, tag);
     }
-    if (DROPPING_ERRORS.includes(error)) {
-      this._end(subscription);
-    } else {
-      subscription._state = 1 /* Pending */;
-      if (RETRYING_ERRORS.includes(error)) this._scheduleRetry(subscription);
-    }
-    subscription._emit("Error", payload, tag);
-    subscription._emit(error, payload, tag);
   }
   /**
-   * The subscription a Subscribed or Error answers: by the tag of its
-   * Subscribe, else (a server that forgot the tag) by exchange and routing
-   * key, provided that subscription is waiting for an answer.
+   * The subscriptions a Subscribed or Error answers: the one of the
+   * Subscribe with that tag, else (a server that forgot the tag, or a
+   * Subscribe the application sent itself) those of the payload's exchange
+   * and `routing_key`, or each of its `routing_keys` (TooManySubscriptions,
+   * RateLimited answer a whole action at once), that are waiting for an
+   * answer.
    */
   _answered({ payload, tag }) {
     const byTag = this._subscribing.get(tag);
     if (byTag) {
       this._subscribing.delete(tag);
-      return byTag;
+      return [byTag];
     }
-    if (typeof tag === "string" && tag.startsWith(TAG_PREFIX)) return void 0;
-    if (typeof payload.exchange !== "string") return void 0;
-    const subscription = this._find(payload.exchange, payload.routing_key);
-    return subscription && subscription._state === 2 /* Subscribing */ ? subscription : void 0;
+    const { exchange, routing_keys: keys } = payload;
+    if (typeof tag === "string" && tag.startsWith(TAG_PREFIX) || typeof exchange !== "string") return [];
+    const found = [];
+    for (const key of Array.isArray(keys) ? keys : [payload.routing_key]) {
+      const subscription = this._find(exchange, key);
+      if (subscription && subscription._state === 2 /* Subscribing */ && !found.includes(subscription)) {
+        if (subscription._tag !== null) this._subscribing.delete(subscription._tag);
+        found.push(subscription);
+      }
+    }
+    return found;
   }
   _onUnsubscribed({ payload, tag }) {
     const ours = this._unsubscribing.get(tag);
@@ -572,7 +650,7 @@ var Connection = class {
   }
   _confirm(subscription, payload, tag) {
     subscription._tag = null;
-    subscription._retry.reset();
+    subscription._retry._reset();
     subscription._state = 3 /* Subscribed */;
     subscription._emit("Subscribed", payload, tag);
   }
@@ -580,8 +658,7 @@ var Connection = class {
   _end(subscription) {
     const key = subscription.key();
     if (own(this.subscriptions, key) === subscription) delete this.subscriptions[key];
-    clearTimeout(subscription._retryTimer);
-    subscription._retryTimer = void 0;
+    this._stopTimer(subscription);
     if (subscription._tag !== null) this._subscribing.delete(subscription._tag);
     subscription._tag = null;
     subscription._state = 0 /* Unsubscribed */;
@@ -593,15 +670,33 @@ var Connection = class {
     subscription._tag = tag;
     subscription._state = 2 /* Subscribing */;
     this._subscribing.set(tag, subscription);
+    if (this._requestTimeout > 0) {
+      subscription._retryTimer = setTimeout(() => {
+        this._subscribing.delete(tag);
+        subscription._tag = null;
+        subscription._state = 1 /* Pending */;
+        this._scheduleRetry(subscription);
+      }, this._requestTimeout);
+    }
+  }
+  /** Cancels a subscription's retry, or the wait for its Subscribe's answer. */
+  _stopTimer(subscription) {
+    clearTimeout(subscription._retryTimer);
+    subscription._retryTimer = void 0;
   }
   _scheduleRetry(subscription) {
     subscription._retryTimer = setTimeout(() => {
       subscription._retryTimer = void 0;
       if (this._ready && subscription._state === 1 /* Pending */) this._sendSubscribe(subscription);
-    }, subscription._retry.next());
+    }, subscription._retry._next());
   }
-  /** Sends every pending subscription, except those waiting for a retry. */
-  _flushSubscriptions() {
+  /**
+   * The connection is ready: sends the requests made while it was not, then
+   * every pending subscription, except those waiting for a retry.
+   */
+  _flush() {
+    if (!this._sendable) return;
+    this._requests._flush((frame) => this._ws.send(frame));
     for (const subscription of Object.values(this.subscriptions)) {
       if (subscription._state === 1 /* Pending */ && subscription._retryTimer === void 0) {
         this._sendSubscribe(subscription);

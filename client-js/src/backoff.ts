@@ -19,13 +19,13 @@ export class Backoff {
   }
 
   /** The delay before the next attempt, in ms. */
-  next(): number {
+  _next(): number {
     const ceiling = Math.min(this._max, this._initial * Math.pow(this._factor, this._attempt++));
     return Math.floor(Math.random() * ceiling);
   }
 
   /** Starts again from the first delay (after a success). */
-  reset(): void {
+  _reset(): void {
     this._attempt = 0;
   }
 }

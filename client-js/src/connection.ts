@@ -2,11 +2,12 @@ import { Backoff } from './backoff.js';
 import { Emitter, type AnyListener } from './emitter.js';
 import { MyxiError } from './errors.js';
 import {
+  BACKOFF_CODES,
   CLOSE_ABNORMAL,
-  CLOSE_GOING_AWAY,
   CLOSE_NORMAL,
-  CLOSE_TRY_AGAIN_LATER,
+  CLOSE_TERMINATED,
   DROPPING_ERRORS,
+  JITTER_CODES,
   RETRYING_ERRORS,
   keyFor,
   own,
@@ -55,10 +56,13 @@ const WS_OPEN = 1;
 // Tags of the actions the client sends on its own (Subscribe, Unsubscribe,
 // request()); the prefix keeps them apart from an application's tags.
 const TAG_PREFIX = 'myxi:';
+// A connection open this long has proved itself: the backoff starts over.
+const HEALTHY_AFTER = 60000;
 
 /**
  * A connection to a Myxi server, compatible with myxi 1.x's `Myxi.Connection`.
- * It connects at once and reconnects after every close it did not ask for.
+ * It connects at once and reconnects after every close it did not ask for,
+ * except 4001 (terminated by the application).
  */
 export class Connection {
   /** The URL given to the constructor (without the `batch` parameter). */
@@ -72,8 +76,11 @@ export class Connection {
   /** Set by disconnect(): no reconnect until connect() is called again. */
   private _stopped = false;
   private _reconnectTimer: ReturnType<typeof setTimeout> | undefined;
-  /** Whether the current socket delivered an event: a server that serves us ends the backoff. */
-  private _served = false;
+  /** The connect timeout, then the liveness check, of the current socket. */
+  private _liveTimer: ReturnType<typeof setTimeout> | undefined;
+  /** The tag of the client's own Ping: its answer is not emitted. */
+  private _pingTag: Tag = null;
+  private _openedAt = 0;
   private _authHook: AuthenticationHook | null = null;
   private _seq = 0;
 
@@ -85,6 +92,9 @@ export class Connection {
   /** @internal Backoff of a subscription's retries after BrokerUnavailable. */
   readonly _retryOptions: BackoffOptions;
   private readonly _requestTimeout: number;
+  private readonly _connectTimeout: number;
+  private readonly _pingInterval: number;
+  private readonly _pingTimeout: number;
   private readonly _events: Emitter;
   private readonly _requests = new Requests();
   /** Subscribe tags waiting for their answer. */
@@ -105,11 +115,14 @@ export class Connection {
     this._WebSocket = WebSocketImpl;
     this._reconnectDelay = options.reconnectDelay ?? 5000;
     this._requestTimeout = options.requestTimeout ?? 10000;
+    this._connectTimeout = options.connectTimeout ?? 10000;
+    this._pingInterval = options.pingInterval ?? 20000;
+    this._pingTimeout = options.pingTimeout ?? 10000;
     const backoff = options.backoff;
     this._useBackoff = !!backoff;
     this._retryOptions = backoff && typeof backoff === 'object' ? backoff : {};
-    // Without `backoff`, a 1013 close (server overloaded) still backs off,
-    // starting from the fixed delay.
+    // Without `backoff`, the closes that call for it (BACKOFF_CODES, failed
+    // attempts) still back off, starting from the fixed delay.
     this._backoff = new Backoff(
       backoff
         ? this._retryOptions
@@ -156,15 +169,15 @@ export class Connection {
     this._authHook = hook;
     if (this._state !== Conn.Open) return;
     if (hook) this._runAuthHook();
-    else this._flushSubscriptions();
+    else this._flush();
   }
 
   /** Tells the connection that authentication succeeded: pending subscriptions are sent. */
   isAuthenticated(): void {
     if (!this.connected) return;
     this._state = Conn.Authenticated;
-    this._events.emit('SocketAuthenticated');
-    if (this._state === Conn.Authenticated) this._flushSubscriptions();
+    this._events._emit('SocketAuthenticated');
+    if (this._state === Conn.Authenticated) this._flush();
   }
 
   /**
@@ -183,19 +196,21 @@ export class Connection {
 
   /** Sends an action; false when the socket is not open. */
   sendAction(action: string, payload: Payload = {}, tag?: Tag): boolean {
-    const ws = this._ws;
-    if (!ws || !this.connected || ws.readyState !== WS_OPEN) return false;
-    ws.send(JSON.stringify({ action, tag, payload }));
+    if (!this._sendable) return false;
+    this._ws!.send(JSON.stringify({ action, tag, payload }));
     return true;
   }
 
   /**
    * Sends an action with a tag of its own and resolves with the first event
-   * carrying that tag. Rejects with a `MyxiError` on an `Error` or
+   * carrying that tag. Made while the socket is not open, the action waits
+   * and is sent once the connection is ready (authenticated, when there is an
+   * authentication hook). Rejects with a `MyxiError` on an `Error` or
    * `InternalError` answer (`error` is the server's error name), on timeout
-   * (`Timeout`), when the socket closes first (`SocketClosed`) or when it is
-   * not open (`NotConnected`). Works before authentication, so the
-   * authentication hook can use it.
+   * (`Timeout`, waiting for the connection included), when the socket closes
+   * after sending it (`SocketClosed`), or when the client will not connect
+   * (`NotConnected`: after `disconnect()` or a 4001 close). Works before
+   * authentication on an open socket, so the authentication hook can use it.
    */
   request<P extends object = Payload>(
     action: string,
@@ -203,34 +218,40 @@ export class Connection {
     options: RequestOptions = {},
   ): Promise<ServerEvent<P>> {
     const tag = this._nextTag();
-    let sent: boolean;
+    let frame: string | undefined;
     try {
-      sent = this.sendAction(action, payload, tag);
+      frame = JSON.stringify({ action, tag, payload });
     } catch (error) {
       return Promise.reject(error); // a payload JSON cannot encode
     }
-    if (!sent) return Promise.reject(new MyxiError('NotConnected', `${action}: not connected`));
+    if (this._stopped) return Promise.reject(new MyxiError('NotConnected', `${action}: not connected`));
+    if (this._sendable) {
+      this._ws!.send(frame);
+      frame = undefined;
+    }
     // Registered after sending: a socket delivers nothing during send().
-    const answer = this._requests.open(tag, action, options.timeout ?? this._requestTimeout);
+    const answer = this._requests._open(tag, action, options.timeout ?? this._requestTimeout, frame);
     return answer as Promise<ServerEvent<P>>;
   }
 
-  /** Listens to a server event or one of the `Socket*` events; returns a function that stops listening. */
-  on<K extends keyof SocketEventMap>(event: K, callback: SocketEventMap[K]): () => void;
-  on<P extends object = Payload>(event: string, callback: EventCallback<P>): () => void;
-  on(event: string, callback: AnyListener): () => void {
-    return this._events.on(event, callback);
+  /** Listens to a server event or one of the `Socket*` events; returns the connection, for chaining. */
+  on<K extends keyof SocketEventMap>(event: K, callback: SocketEventMap[K]): this;
+  on<P extends object = Payload>(event: string, callback: EventCallback<P>): this;
+  on(event: string, callback: AnyListener): this {
+    this._events._on(event, callback);
+    return this;
   }
 
-  /** Removes a listener, every listener of `event`, or every listener. */
-  off<K extends keyof SocketEventMap>(event: K, callback?: SocketEventMap[K]): void;
-  off<P extends object = Payload>(event?: string, callback?: EventCallback<P>): void;
-  off(event?: string, callback?: AnyListener): void {
-    this._events.off(event, callback);
+  /** Removes a listener, every listener of `event`, or every listener; returns the connection. */
+  off<K extends keyof SocketEventMap>(event: K, callback?: SocketEventMap[K]): this;
+  off<P extends object = Payload>(event?: string, callback?: EventCallback<P>): this;
+  off(event?: string, callback?: AnyListener): this {
+    this._events._off(event, callback);
+    return this;
   }
 
   /**
-   * Connects again after `disconnect()`, or at once when waiting to
+   * Connects again after `disconnect()` or a 4001 close, or at once when waiting to
    * reconnect; does nothing while connected or connecting.
    */
   connect(): void {
@@ -246,10 +267,13 @@ export class Connection {
     clearTimeout(this._reconnectTimer);
     this._reconnectTimer = undefined;
     const ws = this._ws;
-    if (!ws) return;
-    ws.close(CLOSE_NORMAL);
-    // Settle now rather than on the close event, which may come late or never.
-    this._closed(CLOSE_NORMAL, '');
+    if (ws) {
+      ws.close(CLOSE_NORMAL);
+      // Settle now rather than on the close event, which may come late or never.
+      this._closed(CLOSE_NORMAL, '');
+    } else {
+      this._requests._failAll('NotConnected', 'not connected', true);
+    }
   }
 
   /** @internal Called by `Subscription.unsubscribe()`. */
@@ -264,6 +288,11 @@ export class Connection {
     if (!this.sendAction('Unsubscribe', { exchange, routing_key: routingKey }, tag)) return false;
     this._unsubscribing.set(tag, subscription);
     return true;
+  }
+
+  private get _sendable(): boolean {
+    const ws = this._ws;
+    return !!ws && this.connected && ws.readyState === WS_OPEN;
   }
 
   private get _ready(): boolean {
@@ -282,10 +311,10 @@ export class Connection {
   private _open(): void {
     this._reconnectTimer = undefined;
     this._state = Conn.Connecting;
-    this._served = false;
     this._sessionId = null;
     const ws = new this._WebSocket(this._socketURL);
     this._ws = ws;
+    this._watch(this._connectTimeout, 'connect timeout');
     // Handlers stay attached to a socket the client has left behind (the
     // `ws` package throws on an error event nobody listens to), so each one
     // first checks that its socket is still the current one.
@@ -293,6 +322,7 @@ export class Connection {
       if (this._ws === ws) this._opened();
     };
     ws.onmessage = (event: { data: unknown }) => {
+      if (this._ws === ws) this._heard();
       for (const message of this._ws === ws ? parseFrame(event.data) : []) {
         if (this._ws !== ws) break; // a callback closed the connection mid-frame
         this._dispatch(message);
@@ -307,10 +337,45 @@ export class Connection {
 
   private _opened(): void {
     this._state = Conn.Open;
-    this._events.emit('SocketConnected');
+    this._openedAt = Date.now();
+    this._heard();
+    this._events._emit('SocketConnected');
     if (this._state !== Conn.Open) return; // a listener disconnected
     if (this._authHook) this._runAuthHook();
-    else this._flushSubscriptions();
+    else this._flush();
+  }
+
+  /**
+   * Arms the socket's one timer: when it runs out, the socket is taken for
+   * dead. `ms` 0 disarms it.
+   */
+  private _watch(ms: number, reason: string, then = () => this._abandon(reason)): void {
+    clearTimeout(this._liveTimer);
+    this._liveTimer = ms > 0 ? setTimeout(then, ms) : undefined;
+  }
+
+  /**
+   * Something arrived: the path works. After `pingInterval` of silence the
+   * client asks for a Pong (a browser never sees WebSocket pings), and
+   * gives the socket up if nothing at all arrives within `pingTimeout`.
+   */
+  private _heard(): void {
+    this._watch(this._pingInterval, '', () => {
+      this.sendAction('Ping', {}, (this._pingTag = this._nextTag()));
+      this._watch(this._pingTimeout, 'ping timeout');
+    });
+  }
+
+  /**
+   * Gives up a socket that connects or answers too slowly. On a dead path
+   * close() sends a close frame that nothing answers, and a browser may
+   * keep the socket CLOSING for a minute without a close event: so the
+   * client settles the close now, and the socket's own handlers ignore it
+   * from here on (they check that it is still the current one).
+   */
+  private _abandon(reason: string): void {
+    this._ws!.close(CLOSE_NORMAL);
+    this._closed(CLOSE_ABNORMAL, reason);
   }
 
   private _runAuthHook(): void {
@@ -325,49 +390,53 @@ export class Connection {
     const wasOpen = this._state !== Conn.Connecting;
     this._ws = null;
     this._state = Conn.Closed;
+    this._watch(0, '');
+    if (code === CLOSE_TERMINATED) this._stopped = true;
     // Everything still wanted goes back to pending, to be sent again once the
     // next connection is ready; answers to this socket's actions are lost.
     for (const subscription of Object.values(this.subscriptions)) {
-      clearTimeout(subscription._retryTimer);
-      subscription._retryTimer = undefined;
+      this._stopTimer(subscription);
       subscription._tag = null;
       subscription._state = Sub.Pending;
     }
     this._subscribing.clear();
     this._unsubscribing.clear();
-    this._requests.failAll('SocketClosed', 'socket closed');
+    this._requests._failAll('SocketClosed', 'socket closed');
 
-    const reconnectIn = this._stopped ? null : this._delayAfter(code);
+    const reconnectIn = this._stopped ? null : this._delayAfter(code, wasOpen);
     if (reconnectIn !== null) {
       // The WebSocket constructor throws only for a URL it rejects, which the
       // first attempt, in the constructor, has already reported.
       this._reconnectTimer = setTimeout(() => this._open(), reconnectIn);
+    } else {
+      this._requests._failAll('NotConnected', 'not connected', true);
     }
     const info: CloseInfo = { code, reason, reconnectIn };
-    if (wasOpen) this._events.emit('SocketDisconnected', info);
-    this._events.emit('SocketClosed', info);
+    if (wasOpen) this._events._emit('SocketDisconnected', info);
+    this._events._emit('SocketClosed', info);
   }
 
-  private _delayAfter(code: number): number {
-    if (this._useBackoff || code === CLOSE_TRY_AGAIN_LATER) return this._backoff.next();
-    // A draining server sends all its clients away at once: spread their
-    // return over [0.5, 1.5) times the delay.
-    if (code === CLOSE_GOING_AWAY) return Math.floor(this._reconnectDelay * (0.5 + Math.random()));
-    return this._reconnectDelay;
+  /** The delay before reconnecting after a close with `code` (PROTOCOL.md's table). */
+  private _delayAfter(code: number, wasOpen: boolean): number {
+    // A connection that lasted has proved the server well (one that closes
+    // soon after opening, e.g. over its limit or too slow, has not).
+    if (wasOpen && Date.now() - this._openedAt >= HEALTHY_AFTER) this._backoff._reset();
+    if (this._useBackoff || !wasOpen || BACKOFF_CODES.includes(code)) return this._backoff._next();
+    // Draining, idle and application closes send many clients away at once:
+    // spread their return over [0.5, 1.5) times the delay.
+    return Math.floor(this._reconnectDelay * (JITTER_CODES.includes(code) ? 0.5 + Math.random() : 1));
   }
 
   private _dispatch(message: ServerEvent): void {
-    if (!this._served) {
-      this._served = true;
-      this._backoff.reset();
-    }
     const { event, payload, tag, mq } = message;
+    // The answer to the client's own keepalive is nobody else's business.
+    if (tag === this._pingTag && tag !== null) return;
     if (event === 'Welcome' && typeof payload.id === 'string') this._sessionId = payload.id;
     this._track(message);
     if (mq) this._find(mq.e, mq.rk)?._emit(event, payload, tag);
-    this._requests.settle(message);
-    this._events.emit(event, payload, tag, mq);
-    this._events.emit('SocketMessageReceived', message);
+    this._requests._settle(message);
+    this._events._emit(event, payload, tag, mq);
+    this._events._emit('SocketMessageReceived', message);
   }
 
   /** Keeps the subscriptions in step with the server's answers. */
@@ -378,47 +447,57 @@ export class Connection {
       return;
     }
     if (event !== 'Subscribed' && event !== 'Error' && event !== 'InternalError') return;
-    const subscription = this._answered(message);
-    if (!subscription) return;
-    if (event === 'Subscribed') {
-      this._confirm(subscription, payload, tag);
-      return;
-    }
     const error = event === 'InternalError' ? event : String(payload.error);
-    if (error === 'AlreadySubscribed') {
-      // The server has it (e.g. the application also subscribed by hand).
-      this._confirm(subscription, payload, tag);
-      return;
+    for (const subscription of this._answered(message)) {
+      // A callback for one of them may have ended or reset the next.
+      if (subscription._state !== Sub.Subscribing) continue;
+      this._stopTimer(subscription);
+      // AlreadySubscribed: the server has it (e.g. the application also
+      // subscribed by hand).
+      if (event === 'Subscribed' || error === 'AlreadySubscribed') {
+        this._confirm(subscription, payload, tag);
+        continue;
+      }
+      if (DROPPING_ERRORS.includes(error)) {
+        this._end(subscription);
+      } else {
+        // Kept: retried with backoff when the server says "not now", otherwise
+        // (e.g. AuthRequired) at the next authentication or reconnect.
+        subscription._state = Sub.Pending;
+        if (RETRYING_ERRORS.includes(error)) this._scheduleRetry(subscription);
+      }
+      subscription._emit('Error', payload, tag);
+      subscription._emit(error, payload, tag);
     }
-    if (DROPPING_ERRORS.includes(error)) {
-      this._end(subscription);
-    } else {
-      // Kept: retried with backoff when the server says "not now", otherwise
-      // (e.g. AuthRequired) at the next authentication or reconnect.
-      subscription._state = Sub.Pending;
-      if (RETRYING_ERRORS.includes(error)) this._scheduleRetry(subscription);
-    }
-    subscription._emit('Error', payload, tag);
-    subscription._emit(error, payload, tag);
   }
 
   /**
-   * The subscription a Subscribed or Error answers: by the tag of its
-   * Subscribe, else (a server that forgot the tag) by exchange and routing
-   * key, provided that subscription is waiting for an answer.
+   * The subscriptions a Subscribed or Error answers: the one of the
+   * Subscribe with that tag, else (a server that forgot the tag, or a
+   * Subscribe the application sent itself) those of the payload's exchange
+   * and `routing_key`, or each of its `routing_keys` (TooManySubscriptions,
+   * RateLimited answer a whole action at once), that are waiting for an
+   * answer.
    */
-  private _answered({ payload, tag }: ServerEvent): Subscription | undefined {
+  private _answered({ payload, tag }: ServerEvent): Subscription[] {
     const byTag = this._subscribing.get(tag);
     if (byTag) {
       this._subscribing.delete(tag);
-      return byTag;
+      return [byTag];
     }
     // The answer to another of the client's own actions (or to a Subscribe of
     // a subscription that has ended since).
-    if (typeof tag === 'string' && tag.startsWith(TAG_PREFIX)) return undefined;
-    if (typeof payload.exchange !== 'string') return undefined;
-    const subscription = this._find(payload.exchange, payload.routing_key);
-    return subscription && subscription._state === Sub.Subscribing ? subscription : undefined;
+    const { exchange, routing_keys: keys } = payload;
+    if ((typeof tag === 'string' && tag.startsWith(TAG_PREFIX)) || typeof exchange !== 'string') return [];
+    const found: Subscription[] = [];
+    for (const key of Array.isArray(keys) ? keys : [payload.routing_key]) {
+      const subscription = this._find(exchange, key);
+      if (subscription && subscription._state === Sub.Subscribing && !found.includes(subscription)) {
+        if (subscription._tag !== null) this._subscribing.delete(subscription._tag);
+        found.push(subscription);
+      }
+    }
+    return found;
   }
 
   private _onUnsubscribed({ payload, tag }: ServerEvent): void {
@@ -443,7 +522,7 @@ export class Connection {
 
   private _confirm(subscription: Subscription, payload: Payload, tag: Tag): void {
     subscription._tag = null;
-    subscription._retry.reset();
+    subscription._retry._reset();
     subscription._state = Sub.Subscribed;
     subscription._emit('Subscribed', payload, tag);
   }
@@ -452,8 +531,7 @@ export class Connection {
   private _end(subscription: Subscription): void {
     const key = subscription.key();
     if (own(this.subscriptions, key) === subscription) delete this.subscriptions[key];
-    clearTimeout(subscription._retryTimer);
-    subscription._retryTimer = undefined;
+    this._stopTimer(subscription);
     if (subscription._tag !== null) this._subscribing.delete(subscription._tag);
     subscription._tag = null;
     subscription._state = Sub.Unsubscribed;
@@ -466,17 +544,38 @@ export class Connection {
     subscription._tag = tag;
     subscription._state = Sub.Subscribing;
     this._subscribing.set(tag, subscription);
+    // A server over its rate limit may drop a frame without answering it:
+    // a Subscribe still unanswered after requestTimeout is tried again later.
+    if (this._requestTimeout > 0) {
+      subscription._retryTimer = setTimeout(() => {
+        this._subscribing.delete(tag);
+        subscription._tag = null;
+        subscription._state = Sub.Pending;
+        this._scheduleRetry(subscription);
+      }, this._requestTimeout);
+    }
+  }
+
+  /** Cancels a subscription's retry, or the wait for its Subscribe's answer. */
+  private _stopTimer(subscription: Subscription): void {
+    clearTimeout(subscription._retryTimer);
+    subscription._retryTimer = undefined;
   }
 
   private _scheduleRetry(subscription: Subscription): void {
     subscription._retryTimer = setTimeout(() => {
       subscription._retryTimer = undefined;
       if (this._ready && subscription._state === Sub.Pending) this._sendSubscribe(subscription);
-    }, subscription._retry.next());
+    }, subscription._retry._next());
   }
 
-  /** Sends every pending subscription, except those waiting for a retry. */
-  private _flushSubscriptions(): void {
+  /**
+   * The connection is ready: sends the requests made while it was not, then
+   * every pending subscription, except those waiting for a retry.
+   */
+  private _flush(): void {
+    if (!this._sendable) return;
+    this._requests._flush((frame) => this._ws!.send(frame));
     for (const subscription of Object.values(this.subscriptions)) {
       if (subscription._state === Sub.Pending && subscription._retryTimer === undefined) {
         this._sendSubscribe(subscription);

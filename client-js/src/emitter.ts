@@ -13,19 +13,18 @@ export class Emitter {
     private readonly _report: ErrorReporter,
   ) {}
 
-  /** Adds a listener; returns a function that removes it. */
-  on(event: string, listener: AnyListener): () => void {
+  /** Adds a listener (`off` removes it). */
+  _on(event: string, listener: AnyListener): void {
     // The 1.x README lists its events as `webSocket.on 'SocketConnected'`,
     // without a callback: a line copied from it must not fail later.
-    if (typeof listener !== 'function') return () => {};
+    if (typeof listener !== 'function') return;
     const list = this._listeners.get(event);
     if (list) list.push(listener);
     else this._listeners.set(event, [listener]);
-    return () => this.off(event, listener);
   }
 
   /** Removes one listener, every listener of an event, or every listener. */
-  off(event?: string, listener?: AnyListener): void {
+  _off(event?: string, listener?: AnyListener): void {
     if (event === undefined) {
       this._listeners.clear();
       return;
@@ -39,7 +38,7 @@ export class Emitter {
     if (index >= 0) list!.splice(index, 1);
   }
 
-  emit(event: string, ...args: unknown[]): void {
+  _emit(event: string, ...args: unknown[]): void {
     const list = this._listeners.get(event);
     if (!list) return;
     // A snapshot: listeners added or removed by a listener take effect from

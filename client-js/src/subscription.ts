@@ -49,7 +49,7 @@ export class Subscription {
   _state = Sub.Pending;
   /** @internal The tag of the Subscribe waiting for its answer. */
   _tag: Tag = null;
-  /** @internal Retry after BrokerUnavailable or RateLimited. */
+  /** @internal Retry after BrokerUnavailable or RateLimited, or the wait for the Subscribe's answer. */
   _retryTimer: ReturnType<typeof setTimeout> | undefined;
   /** @internal */
   readonly _retry: Backoff;
@@ -79,14 +79,16 @@ export class Subscription {
     return keyFor(this.exchange, this.routingKey);
   }
 
-  /** Listens to one event of this subscription; returns a function that stops listening. */
-  on<P extends object = Payload>(event: string, callback: SubscriptionCallback<P>): () => void {
-    return this._events.on(event, callback as AnyListener);
+  /** Listens to one event of this subscription; returns the subscription, for chaining. */
+  on<P extends object = Payload>(event: string, callback: SubscriptionCallback<P>): this {
+    this._events._on(event, callback as AnyListener);
+    return this;
   }
 
-  /** Removes a listener, every listener of `event`, or every listener. */
-  off<P extends object = Payload>(event?: string, callback?: SubscriptionCallback<P>): void {
-    this._events.off(event, callback as AnyListener | undefined);
+  /** Removes a listener, every listener of `event`, or every listener; returns the subscription. */
+  off<P extends object = Payload>(event?: string, callback?: SubscriptionCallback<P>): this {
+    this._events._off(event, callback as AnyListener | undefined);
+    return this;
   }
 
   /**
@@ -111,7 +113,7 @@ export class Subscription {
 
   /** @internal Delivers one event to the listeners, then to the message handlers. */
   _emit(event: string, payload: Payload, tag: Tag): void {
-    this._events.emit(event, payload, tag);
+    this._events._emit(event, payload, tag);
     for (const [name, { handler, param }] of [...this._handlers]) {
       try {
         handler.call(this, event, payload, tag, param);

@@ -41,8 +41,12 @@ export type SubscriptionState = 'pending' | 'subscribing' | 'subscribed' | 'unsu
 
 /** What `SocketDisconnected` and `SocketClosed` listeners receive. */
 export interface CloseInfo {
-  /** The WebSocket close code (1006 when the connection failed or dropped). */
+  /**
+   * The WebSocket close code: 1006 when the connection failed or dropped,
+   * or when the client gave the socket up (`reason` says why).
+   */
   code: number;
+  /** The server's close reason, or the client's: `'connect timeout'`, `'ping timeout'`. */
   reason: string;
   /** Milliseconds until the next connection attempt; `null` when none will be made. */
   reconnectIn: number | null;
@@ -84,12 +88,28 @@ export interface ConnectionOptions {
   reconnectDelay?: number;
   /**
    * Reconnect with capped exponential backoff and full jitter instead of the
-   * fixed delay: `true` for the defaults or the settings. A close with code
-   * 1013 (server overloaded) always backs off.
+   * fixed delay: `true` for the defaults or the settings. A failed attempt
+   * and the closes that call for it (1002, 1007, 1008, 1009, 1011, 1013)
+   * always back off.
    */
   backoff?: boolean | BackoffOptions;
-  /** Default timeout of `request()`, in ms; 0 for none. Default 10000. */
+  /**
+   * Default timeout of `request()`, in ms, waiting for the connection
+   * included; also how long a Subscribe may go unanswered before it is sent
+   * again. 0 for none. Default 10000.
+   */
   requestTimeout?: number;
+  /** Give up an attempt to connect that has not opened after this many ms; 0 for never. Default 10000. */
+  connectTimeout?: number;
+  /**
+   * After this many ms without a frame from the server, send a `Ping`; 0
+   * turns the liveness check off. Default 20000: with `pingTimeout`, a dead
+   * socket is given up within 30 s, well inside the server's idle limit
+   * (two of its 25 s ping intervals).
+   */
+  pingInterval?: number;
+  /** Give the socket up (and reconnect) when nothing arrives this many ms after the `Ping`. Default 10000. */
+  pingTimeout?: number;
   /**
    * Called when a listener, message handler or the authentication hook
    * throws; the other listeners still run. Default: `console.error`.

@@ -124,20 +124,19 @@ describe('actions and events', () => {
     assert.deepEqual(seen, [{ event: 'Pong', tag: 7, payload: { time: 1 } }]);
   });
 
-  test('off removes one listener, an event\'s listeners, or all; on returns a remover', () => {
+  test('off removes one listener, an event\'s listeners, or all; on and off chain', () => {
     const { connection, socket } = openConnection(Myxi);
     const calls = [];
     const a = () => calls.push('a');
     const b = () => calls.push('b');
-    connection.on('E', a);
-    const stopB = connection.on('E', b);
+    assert.equal(connection.on('E', a).on('E', b), connection, 'on returns the connection');
     connection.on('F', () => calls.push('f'));
     const send = (event) => socket().receive({ event, payload: {} });
 
     send('E');
-    connection.off('E', a);
+    assert.equal(connection.off('E', a), connection, 'off returns the connection');
     send('E');
-    stopB();
+    connection.off('E', b);
     send('E');
     send('F');
     connection.off('F');
@@ -289,8 +288,8 @@ describe('closing and reconnecting', () => {
     const events = [];
     connection.on('SocketDisconnected', (info) => events.push(['disconnected', info]));
     connection.on('SocketClosed', (info) => events.push(['closed', info]));
-    WebSocket.last.drop(1011, 'oops');
-    const info = { code: 1011, reason: 'oops', reconnectIn: 5000 };
+    WebSocket.last.drop(1006, 'gone');
+    const info = { code: 1006, reason: 'gone', reconnectIn: 5000 };
     assert.deepEqual(events, [['disconnected', info], ['closed', info]]);
     assert.equal(connection.state, 'closed');
     assert.equal(connection.connected, false);
@@ -303,29 +302,92 @@ describe('closing and reconnecting', () => {
     assert.equal(WebSocket.last.url, 'ws://myxi.test/?batch=1');
   });
 
-  test('reconnects after every close code the client did not ask for, 1000 included', (t) => {
-    for (const code of [1000, 1006, 1008, 1009, 1011]) {
+  test('reconnects after every close code the client did not ask for except 4001, 1000 included', (t) => {
+    for (const code of [1000, 1001, 1002, 1006, 1007, 1008, 1009, 1011, 1013, 4000, 4002, 4999]) {
       const { WebSocket } = openConnection(Myxi);
       WebSocket.last.drop(code);
-      mock.timers.tick(5000);
+      mock.timers.tick(7500);
       assert.equal(WebSocket.instances.length, 2, `after ${code}`);
     }
   });
 
-  test('a failed attempt emits only SocketClosed, and keeps trying every reconnectDelay', (t) => {
+  // PROTOCOL.md's table, with Math.random at its top: a fixed delay stays
+  // 5000, a jittered one is 5000 x 1.5, a backoff is its whole ceiling
+  // (5000, then 10000: the first two closes of a connection that did not last).
+  const table = [
+    [1000, 'fixed (the server closed; the client did not ask)', 5000, 5000],
+    [1006, 'fixed (dropped)', 5000, 5000],
+    [4999, 'fixed (a code the table does not know)', 5000, 5000],
+    [1001, 'jittered (draining)', 7499, 7499],
+    [4000, 'jittered (idle)', 7499, 7499],
+    [4002, 'jittered (closed by the application)', 7499, 7499],
+    [1002, 'backoff (protocol error)', 4999, 9999],
+    [1007, 'backoff (invalid UTF-8)', 4999, 9999],
+    [1008, 'backoff (policy)', 4999, 9999],
+    [1009, 'backoff (too big)', 4999, 9999],
+    [1011, 'backoff (internal error)', 4999, 9999],
+    [1013, 'backoff (overloaded)', 4999, 9999],
+  ];
+  for (const [code, what, first, second] of table) {
+    test(`after ${code}: ${what}`, (t) => {
+      t.mock.method(Math, 'random', () => 0.99999);
+      const { connection, WebSocket } = openConnection(Myxi);
+      const delays = [];
+      connection.on('SocketDisconnected', (info) => delays.push(info.reconnectIn));
+      for (let i = 0; i < 2; i++) {
+        WebSocket.last.drop(code, 'why');
+        mock.timers.tick(delays.at(-1) - 1);
+        assert.equal(WebSocket.instances.length, i + 1, 'not yet');
+        mock.timers.tick(1);
+        assert.equal(WebSocket.instances.length, i + 2, 'reconnected');
+        WebSocket.last.open();
+      }
+      assert.deepEqual(delays, [first, second]);
+    });
+  }
+
+  test('after 4001 (terminated by the application): no reconnect until connect()', async () => {
+    const { connection, WebSocket } = openConnection(Myxi);
+    const subscription = connection.subscribe('w', 1);
+    const events = [];
+    connection.on('SocketDisconnected', (info) => events.push(['disconnected', info]));
+    connection.on('SocketClosed', (info) => events.push(['closed', info]));
+    WebSocket.last.drop(4001, 'banned');
+    const info = { code: 4001, reason: 'banned', reconnectIn: null };
+    assert.deepEqual(events, [['disconnected', info], ['closed', info]]);
+    assert.equal(connection.state, 'closed');
+    // request() does not wait for a connection that will not come.
+    await assert.rejects(connection.request('Ping'), { name: 'MyxiError', error: 'NotConnected' });
+    mock.timers.tick(24 * 3600 * 1000);
+    assert.equal(WebSocket.instances.length, 1);
+    // The application may still decide to come back: subscriptions were kept.
+    connection.connect();
+    WebSocket.last.open();
+    assert.deepEqual(WebSocket.last.actions('Subscribe').map((a) => a.payload), [{ exchange: 'w', routing_key: 1 }]);
+    assert.equal(subscription.state, 'subscribing');
+  });
+
+  test('a failed attempt (an HTTP 503 at the upgrade looks the same) emits only SocketClosed and backs off', (t) => {
+    t.mock.method(Math, 'random', () => 0.99999);
     const WebSocket = fakeWebSocket();
     const connection = new Myxi.Connection('ws://host/', { WebSocket, reconnectDelay: 1000 });
     const events = [];
+    const delays = [];
     connection.on('SocketDisconnected', () => events.push('disconnected'));
-    connection.on('SocketClosed', () => events.push('closed'));
-    for (let attempt = 1; attempt <= 3; attempt++) {
+    connection.on('SocketClosed', (info) => {
+      events.push('closed');
+      delays.push(info.reconnectIn);
+    });
+    for (let attempt = 1; attempt <= 8; attempt++) {
       WebSocket.last.drop(1006);
-      mock.timers.tick(999);
+      mock.timers.tick(delays.at(-1) - 1);
       assert.equal(WebSocket.instances.length, attempt);
       mock.timers.tick(1);
       assert.equal(WebSocket.instances.length, attempt + 1);
     }
-    assert.deepEqual(events, ['closed', 'closed', 'closed']);
+    assert.equal(events.filter((e) => e === 'disconnected').length, 0);
+    // From reconnectDelay, doubling, capped at 60 s.
+    assert.deepEqual(delays, [999, 1999, 3999, 7999, 15999, 31999, 59999, 59999]);
   });
 
   test('a close of a draining server (1001) is followed by a jittered delay', (t) => {
@@ -339,7 +401,7 @@ describe('closing and reconnecting', () => {
     assert.deepEqual(delays, [2500, 5000, 7495]);
   });
 
-  test('backoff: capped exponential delays with full jitter, reset once the server serves', (t) => {
+  test('backoff: capped exponential delays with full jitter, reset once a connection lasts a minute', (t) => {
     t.mock.method(Math, 'random', () => 0.5);
     const WebSocket = fakeWebSocket();
     const connection = new Myxi.Connection('ws://host/', {
@@ -355,15 +417,17 @@ describe('closing and reconnecting', () => {
     assert.deepEqual(delays, [500, 1000, 2000, 4000, 4000, 4000]);
     assert.equal(WebSocket.instances.length, 7);
 
-    // Opening alone is not enough (a server over its limit accepts, then
-    // closes); the first event is.
+    // Opening, even serving, is not enough (a server over its limit accepts,
+    // then closes; a client too slow to read is served, then closed).
     WebSocket.last.open();
-    WebSocket.last.drop(1006);
+    WebSocket.last.receive({ event: 'Welcome', payload: { id: 'x' } });
+    mock.timers.tick(59999);
+    WebSocket.last.drop(1008);
     assert.equal(delays.at(-1), 4000);
     mock.timers.tick(4000);
     WebSocket.last.open();
-    WebSocket.last.receive({ event: 'Welcome', payload: { id: 'x' } });
-    WebSocket.last.drop(1006);
+    mock.timers.tick(60000);
+    WebSocket.last.drop(1008);
     assert.equal(delays.at(-1), 500);
   });
 
@@ -401,7 +465,8 @@ describe('closing and reconnecting', () => {
     }
     // From the fixed delay (5 s), doubling, capped at 60 s.
     assert.deepEqual(delays, [4999, 9999, 19999, 39999, 59999]);
-    // Other codes keep the fixed delay.
+    // Other codes of an open socket keep the fixed delay.
+    WebSocket.last.open();
     WebSocket.last.drop(1006);
     assert.equal(delays.at(-1), 5000);
   });
@@ -481,5 +546,141 @@ describe('closing and reconnecting', () => {
     socket().onerror({ type: 'error' });
     assert.equal(connection.state, 'open');
     assertQuiet();
+  });
+});
+
+describe('liveness', () => {
+  test('an attempt that has not opened after connectTimeout (10 s) is given up and retried with backoff', (t) => {
+    t.mock.method(Math, 'random', () => 0.99999);
+    const WebSocket = fakeWebSocket();
+    const connection = new Myxi.Connection('ws://host/', { WebSocket });
+    const events = [];
+    connection.on('SocketDisconnected', (info) => events.push(['disconnected', info]));
+    connection.on('SocketClosed', (info) => events.push(['closed', info]));
+    mock.timers.tick(9999);
+    assert.equal(WebSocket.last.closedWith, null);
+    assert.deepEqual(events, []);
+    mock.timers.tick(1);
+    assert.deepEqual(WebSocket.last.closedWith, { code: 1000, reason: undefined });
+    assert.deepEqual(events, [['closed', { code: 1006, reason: 'connect timeout', reconnectIn: 4999 }]]);
+    assert.equal(connection.state, 'closed');
+    // The socket opening late changes nothing: it was left behind.
+    WebSocket.last.open();
+    assert.equal(connection.state, 'closed');
+    mock.timers.tick(4999);
+    assert.equal(WebSocket.instances.length, 2);
+    WebSocket.last.open();
+    assert.equal(connection.state, 'open');
+  });
+
+  test('connectTimeout 0 waits for the browser, however long', () => {
+    const WebSocket = fakeWebSocket();
+    new Myxi.Connection('ws://host/', { WebSocket, connectTimeout: 0 });
+    mock.timers.tick(3600 * 1000);
+    assert.equal(WebSocket.last.closedWith, null);
+    assert.equal(WebSocket.instances.length, 1);
+  });
+
+  test('after 20 s of silence it sends a Ping; its Pong reaches no listener', () => {
+    const { connection, socket } = openConnection(Myxi);
+    const seen = [];
+    connection.on('Pong', (payload, tag) => seen.push(['Pong', tag]));
+    connection.on('SocketMessageReceived', (event) => seen.push([event.event]));
+    mock.timers.tick(19999);
+    assert.deepEqual(socket().actions('Ping'), []);
+    mock.timers.tick(1);
+    const ping = socket().lastAction('Ping');
+    assert.deepEqual(ping.payload, {});
+    assert.match(ping.tag, /^myxi:/);
+    socket().reply('Ping', 'Pong', { time: 1 });
+    assert.deepEqual(seen, []);
+    // The Pong was heard: the next Ping comes 20 s later, and the socket lives on.
+    mock.timers.tick(19999);
+    assert.equal(socket().actions('Ping').length, 1);
+    mock.timers.tick(1);
+    assert.equal(socket().actions('Ping').length, 2);
+    socket().reply('Ping', 'Pong', { time: 2 });
+    assert.equal(connection.state, 'open');
+    assert.equal(socket().closedWith, null);
+    // An application's own Ping is answered to it as before.
+    socket().receive({ event: 'Pong', tag: 'mine', payload: { time: 3 } });
+    assert.deepEqual(seen, [['Pong', 'mine'], ['Pong']]);
+    assertQuiet();
+  });
+
+  test('any frame counts as a sign of life', () => {
+    const { socket } = openConnection(Myxi);
+    mock.timers.tick(15000);
+    socket().receive({ event: 'Anything', payload: {} });
+    mock.timers.tick(19999);
+    assert.deepEqual(socket().actions('Ping'), []);
+    mock.timers.tick(1);
+    assert.equal(socket().actions('Ping').length, 1);
+    mock.timers.tick(9999);
+    socket().receive({ event: 'Late', payload: {} }); // not the Pong, but the path works
+    mock.timers.tick(10000);
+    assert.equal(socket().closedWith, null);
+  });
+
+  test('no answer to the Ping within 10 s: the client settles the close itself and reconnects', async () => {
+    const { connection, WebSocket } = openConnection(Myxi);
+    const subscription = connection.subscribe('w', 1);
+    const dead = WebSocket.last;
+    dead.reply('Subscribe', 'Subscribed', { exchange: 'w', routing_key: 1 });
+    const answer = connection.request('Slow', {}, { timeout: 0 });
+    const events = [];
+    connection.on('SocketDisconnected', (info) => events.push(['disconnected', info]));
+    connection.on('SocketClosed', (info) => events.push(['closed', info]));
+    connection.on('Hello', () => events.push(['Hello']));
+    // (Ticks end where timers are due: a timer set by one that fires in the
+    // middle of a tick counts from the tick's end with node's mock timers.)
+    mock.timers.tick(20000);
+    mock.timers.tick(9999);
+    assert.equal(connection.state, 'open');
+    mock.timers.tick(1);
+    // As a browser on a dead path does: close() was called, the socket stays
+    // CLOSING and no close event comes. The client does not wait for it.
+    assert.deepEqual(dead.closedWith, { code: 1000, reason: undefined });
+    assert.equal(dead.readyState, WebSocket.CLOSING);
+    const info = { code: 1006, reason: 'ping timeout', reconnectIn: 5000 };
+    assert.deepEqual(events, [['disconnected', info], ['closed', info]]);
+    assert.equal(connection.state, 'closed');
+    assert.equal(subscription.state, 'pending');
+    await assert.rejects(answer, { name: 'MyxiError', error: 'SocketClosed' });
+
+    // Whatever the old socket does later is ignored.
+    dead.receive({ event: 'Hello', payload: {} });
+    dead.drop(1006);
+    assert.equal(events.length, 2);
+
+    mock.timers.tick(5000);
+    assert.equal(WebSocket.instances.length, 2);
+    WebSocket.last.open();
+    assert.equal(WebSocket.last.lastAction('Subscribe').payload.routing_key, 1);
+    WebSocket.last.reply('Subscribe', 'Subscribed', { exchange: 'w', routing_key: 1 });
+    assert.equal(subscription.subscribed, true);
+    assert.deepEqual(dead.actions('Ping').length, 1);
+  });
+
+  test('pingInterval and pingTimeout are options; pingInterval 0 turns the check off', () => {
+    const quick = openConnection(Myxi, { pingInterval: 1000, pingTimeout: 500 });
+    mock.timers.tick(1000);
+    assert.equal(quick.socket().actions('Ping').length, 1);
+    mock.timers.tick(500);
+    assert.equal(quick.connection.state, 'closed');
+
+    const off = openConnection(Myxi, { pingInterval: 0 });
+    mock.timers.tick(24 * 3600 * 1000);
+    assert.deepEqual(off.socket().actions('Ping'), []);
+    assert.equal(off.connection.state, 'open');
+  });
+
+  test('no Ping is sent after the socket closed, nor from a socket left behind', () => {
+    const { connection, WebSocket } = openConnection(Myxi);
+    const first = WebSocket.last;
+    connection.disconnect();
+    mock.timers.tick(3600 * 1000);
+    assert.deepEqual(first.actions('Ping'), []);
+    assert.equal(WebSocket.instances.length, 1);
   });
 });

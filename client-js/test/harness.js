@@ -4,7 +4,7 @@ import { afterEach, beforeEach, mock } from 'node:test';
 import assert from 'node:assert/strict';
 
 /**
- * Installs, around every test of the file: fake timers (a reconnect
+ * Installs, around every test of the file: fake timers and clock (a reconnect
  * scheduled by one test must neither keep the process waiting nor fire in
  * another) and a console that records instead of printing, because console
  * output is part of the contract ("nothing alarming is logged").
@@ -17,7 +17,7 @@ export function useHarness() {
       logged[level] = [];
       mock.method(console, level, (...args) => logged[level].push(args));
     }
-    mock.timers.enable({ apis: ['setTimeout'] });
+    mock.timers.enable({ apis: ['setTimeout', 'Date'] });
   });
   afterEach(() => mock.reset());
   return logged;

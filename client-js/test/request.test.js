@@ -89,7 +89,8 @@ describe('request()', () => {
   });
 
   test('the timeout comes from the options, per connection and per call; 0 waits forever', async () => {
-    const { connection } = openConnection(Myxi, { requestTimeout: 100 });
+    // pingInterval 0: a silent socket is not given up over the day waited below.
+    const { connection } = openConnection(Myxi, { requestTimeout: 100, pingInterval: 0 });
     const byConnection = watch(connection.request('A'));
     const byCall = watch(connection.request('B', {}, { timeout: 50 }));
     const never = watch(connection.request('C', {}, { timeout: 0 }));
@@ -119,11 +120,87 @@ describe('request()', () => {
     await rejection(answer, 'SocketClosed');
   });
 
-  test('rejects with NotConnected, sending nothing, when the socket is not open', async () => {
+  test('made before the socket opens, it waits and is sent once it opens (issue 15)', async () => {
     const WebSocket = fakeWebSocket();
     const connection = new Myxi.Connection('ws://host/', { WebSocket });
+    const answer = watch(connection.request('SayHello', { name: 'Adam' }));
+    const second = watch(connection.request('Ping'));
+    mock.timers.tick(5000);
+    WebSocket.last.open();
+    assert.deepEqual(WebSocket.last.sent.map((a) => a.action), ['SayHello', 'Ping'], 'in the order of the calls');
+    WebSocket.last.reply('SayHello', 'Hello', { message: 'Hello Adam' });
+    WebSocket.last.reply('Ping', 'Pong', { time: 1 });
+    await flush();
+    assert.deepEqual(answer.value?.payload, { message: 'Hello Adam' });
+    assert.equal(second.value?.event, 'Pong');
+  });
+
+  test('waiting for the connection survives failed attempts and counts against its timeout', async (t) => {
+    t.mock.method(Math, 'random', () => 0.5);
+    const WebSocket = fakeWebSocket();
+    const connection = new Myxi.Connection('ws://host/', { WebSocket, reconnectDelay: 1000, requestTimeout: 3000 });
+    const early = watch(connection.request('A'));
+    WebSocket.last.drop(1006); // a failed attempt; retried after 500 ms
+    mock.timers.tick(500);
+    const late = watch(connection.request('B', {}, { timeout: 10000 }));
+    WebSocket.last.drop(1006); // retried after 1000 ms
+    await flush();
+    assert.equal(early.settled, false, 'a failed attempt does not reject what was never sent');
+    mock.timers.tick(2500);
+    await flush();
+    assert.equal(early.error?.error, 'Timeout');
+    assert.match(early.error.message, /^A: timed out after 3000 ms$/);
+    WebSocket.last.drop(1006);
+    mock.timers.tick(2000);
+    WebSocket.last.open();
+    assert.deepEqual(WebSocket.last.sent.map((a) => a.action), ['B'], 'a timed-out request is never sent');
+    assert.equal(late.settled, false);
+  });
+
+  test('with an authentication hook, a waiting request is sent once authenticated; the hook\'s own at once', async () => {
+    const WebSocket = fakeWebSocket();
+    const connection = new Myxi.Connection('ws://host/', { WebSocket });
+    connection.authentication(function () {
+      this.request('Authenticate', { token: 't' }).then(() => this.isAuthenticated());
+    });
+    const hello = watch(connection.request('SayHello'));
+    connection.subscribe('w', 1);
+    WebSocket.last.open();
+    assert.deepEqual(WebSocket.last.sent.map((a) => a.action), ['Authenticate']);
+    WebSocket.last.reply('Authenticate', 'Authenticated', { username: 'adam' });
+    await flush();
+    assert.deepEqual(WebSocket.last.sent.map((a) => a.action), ['Authenticate', 'SayHello', 'Subscribe']);
+    WebSocket.last.reply('SayHello', 'Hello', {});
+    await flush();
+    assert.equal(hello.value?.event, 'Hello');
+  });
+
+  test('a sent request fails with SocketClosed on a close; one still waiting keeps waiting', async () => {
+    const { connection, socket, WebSocket } = openConnection(Myxi);
+    const sent = watch(connection.request('A'));
+    socket().drop(1006);
+    const waiting = watch(connection.request('B'));
+    await flush();
+    assert.equal(sent.error?.error, 'SocketClosed');
+    assert.equal(waiting.settled, false);
+    mock.timers.tick(5000);
+    WebSocket.last.open();
+    assert.equal(WebSocket.last.lastAction('B').action, 'B');
+  });
+
+  test('rejects with NotConnected, sending nothing, after disconnect() or when it comes while waiting', async () => {
+    const WebSocket = fakeWebSocket();
+    const connection = new Myxi.Connection('ws://host/', { WebSocket });
+    const waiting = connection.request('A');
+    WebSocket.last.drop(1006);
+    connection.disconnect(); // while waiting to reconnect
+    await rejection(waiting, 'NotConnected');
     await rejection(connection.request('Ping'), 'NotConnected');
-    assert.deepEqual(WebSocket.last.sent, []);
+    const connecting = new Myxi.Connection('ws://host/', { WebSocket });
+    const pending = connecting.request('B');
+    connecting.disconnect(); // while connecting
+    await rejection(pending, 'NotConnected');
+    assert.deepEqual(WebSocket.instances.flatMap((ws) => ws.sent), []);
   });
 
   test('a payload JSON cannot encode rejects without sending or leaking a timer', async () => {

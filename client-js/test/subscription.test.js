@@ -154,18 +154,22 @@ describe('application events', () => {
     ]);
   });
 
-  test('subscription.off removes its listeners', () => {
+  test('subscription.on and off chain (issue 15); off removes one listener at a time', () => {
     const { connection, socket } = openConnection(Myxi);
-    const subscription = connection.subscribe('w', 1);
-    let calls = 0;
-    const listener = () => calls++;
-    subscription.on('E', listener);
-    const stop = subscription.on('E', listener);
-    subscription.off('E', listener);
+    const calls = [];
+    const listener = () => calls.push('E');
+    const subscription = connection
+      .subscribe('w', 1)
+      .on('E', listener)
+      .on('E', listener)
+      .on('F', () => calls.push('F'));
+    assert.equal(subscription, connection.subscriptions['w::1'], 'on returns the subscription');
+    assert.equal(subscription.off('E', listener), subscription, 'off returns the subscription');
     socket().receive({ event: 'E', payload: {}, mq: { e: 'w', rk: '1' } });
-    stop();
+    subscription.off('E', listener).off('F');
     socket().receive({ event: 'E', payload: {}, mq: { e: 'w', rk: '1' } });
-    assert.equal(calls, 1);
+    socket().receive({ event: 'F', payload: {}, mq: { e: 'w', rk: '1' } });
+    assert.deepEqual(calls, ['E']);
   });
 });
 
@@ -365,6 +369,61 @@ describe('refused subscriptions', () => {
     assert.equal(b.state, 'subscribing');
   });
 
+  test('TooManySubscriptions {exchange, routing_keys, limit} drops exactly the refused ones', () => {
+    const { connection, socket } = openConnection(Myxi);
+    const [a, b, c] = [1, 2, 3].map((key) => connection.subscribe('widgets', key));
+    const other = connection.subscribe('gadgets', 2);
+    const seen = [];
+    for (const s of [a, b, c, other]) s.on('TooManySubscriptions', (payload) => seen.push([s.key(), payload.limit]));
+    const [, second] = socket().actions('Subscribe');
+    const message = 'routing_keys: 1 over the limit of 1 subscriptions';
+    // Tagged: the answer to one Subscribe (of one key) refuses that key.
+    socket().receive({
+      event: 'Error',
+      tag: second.tag,
+      payload: { error: 'TooManySubscriptions', exchange: 'widgets', routing_keys: [2], limit: 1, message },
+    });
+    assert.deepEqual([a.state, b.state, c.state, other.state], ['subscribing', 'unsubscribed', 'subscribing', 'subscribing']);
+    // Untagged (a Subscribe the application sent itself with routing_keys,
+    // or a server that forgot the tag): every listed key of that exchange
+    // that waits for an answer, strings and numbers alike, each once.
+    socket().receive({
+      event: 'Error',
+      tag: null,
+      payload: { error: 'TooManySubscriptions', exchange: 'widgets', routing_keys: ['3', 3, 2, 'nope'], limit: 1 },
+    });
+    assert.deepEqual([a.state, c.state, other.state], ['subscribing', 'unsubscribed', 'subscribing']);
+    assert.deepEqual(Object.keys(connection.subscriptions).sort(), ['gadgets::2', 'widgets::1']);
+    assert.deepEqual(seen, [['widgets::2', 1], ['widgets::3', 1]]);
+    // The others are answered as usual.
+    confirmAll(socket());
+    assert.equal(a.subscribed && other.subscribed, true);
+    assertQuiet(logged);
+  });
+
+  test('a callback for one refused key that ends another is not undone by the rest of the answer', () => {
+    const { connection, socket } = openConnection(Myxi);
+    const [a, b] = [1, 2].map((key) => connection.subscribe('widgets', key));
+    a.on('RateLimited', () => b.unsubscribe());
+    socket().receive({ event: 'Error', tag: null, payload: { error: 'RateLimited', exchange: 'widgets', routing_keys: [1, 2] } });
+    assert.equal(a.state, 'pending');
+    assert.equal(b.state, 'unsubscribed');
+    assert.equal(connection.subscriptions['widgets::2'], undefined);
+  });
+
+  test('RateLimited {exchange, routing_keys} on a Subscribe keeps those keys and retries them later', (t) => {
+    t.mock.method(Math, 'random', () => 0.5);
+    const { connection, socket } = openConnection(Myxi);
+    const [a, b] = [1, 2].map((key) => connection.subscribe('widgets', key));
+    socket().receive({ event: 'Error', tag: null, payload: { error: 'RateLimited', exchange: 'widgets', routing_keys: [1, 2] } });
+    assert.deepEqual([a.state, b.state], ['pending', 'pending']);
+    assert.equal(socket().actions('Subscribe').length, 2);
+    mock.timers.tick(500); // half of the first backoff ceiling (1 s)
+    assert.deepEqual(socket().actions('Subscribe').slice(2).map((s) => s.payload.routing_key), [1, 2]);
+    confirmAll(socket());
+    assert.deepEqual([a.subscribed, b.subscribed], [true, true]);
+  });
+
   for (const error of ['BrokerUnavailable', 'RateLimited']) {
     test(`${error} keeps it and retries with backoff`, (t) => {
       t.mock.method(Math, 'random', () => 0.5);
@@ -410,8 +469,44 @@ describe('refused subscriptions', () => {
     mock.timers.tick(100);
     WebSocket.last.open();
     assert.equal(WebSocket.last.actions('Subscribe').length, 1);
-    mock.timers.tick(30000);
+    mock.timers.tick(9999); // the old retry would have come by now; the answer may still
     assert.equal(WebSocket.last.actions('Subscribe').length, 1, 'the old retry timer is gone');
+  });
+
+  test('a Subscribe left unanswered (a server over its rate limit drops frames) is sent again', (t) => {
+    t.mock.method(Math, 'random', () => 0.5);
+    const { connection, socket } = openConnection(Myxi, { pingInterval: 0 });
+    const subscription = connection.subscribe('w', 1);
+    const other = connection.subscribe('w', 2);
+    const [first] = socket().actions('Subscribe');
+    confirm(socket()); // w::2 is answered, w::1 never
+    mock.timers.tick(9999);
+    assert.equal(subscription.state, 'subscribing');
+    mock.timers.tick(1); // requestTimeout: given up, retried after a backoff
+    assert.equal(subscription.state, 'pending');
+    assert.equal(connection.subscriptions['w::1'], subscription);
+    mock.timers.tick(500);
+    const retry = socket().lastAction('Subscribe');
+    assert.deepEqual(retry.payload, { exchange: 'w', routing_key: 1 });
+    assert.notEqual(retry.tag, first.tag);
+    assert.equal(subscription.state, 'subscribing');
+    // A late answer to the first one changes nothing; the retry's counts.
+    socket().receive({ event: 'Subscribed', tag: first.tag, payload: first.payload });
+    assert.equal(subscription.state, 'subscribing');
+    socket().reply('Subscribe', 'Subscribed', retry.payload);
+    assert.equal(subscription.subscribed, true);
+    // Answered subscriptions are left alone.
+    mock.timers.tick(60000);
+    assert.equal(socket().actions('Subscribe').length, 3);
+    assert.equal(other.subscribed, true);
+  });
+
+  test('requestTimeout 0: a Subscribe waits for its answer however long', () => {
+    const { connection, socket } = openConnection(Myxi, { pingInterval: 0, requestTimeout: 0 });
+    const subscription = connection.subscribe('w', 1);
+    mock.timers.tick(3600 * 1000);
+    assert.equal(subscription.state, 'subscribing');
+    assert.equal(socket().actions('Subscribe').length, 1);
   });
 
   test('another error (e.g. AuthRequired) keeps it until the next authentication', () => {

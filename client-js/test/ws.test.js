@@ -4,6 +4,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
+import { createServer } from 'node:net';
 import WebSocket, { WebSocketServer } from 'ws';
 import * as Myxi from '../dist/myxi.mjs';
 
@@ -44,8 +45,8 @@ async function scriptedServer(t) {
 /** Resolves with the arguments of the next `event` of the connection. */
 function next(connection, event) {
   return new Promise((resolve) => {
-    const stop = connection.on(event, (...args) => {
-      stop();
+    connection.on(event, function once(...args) {
+      connection.off(event, once);
       resolve(args);
     });
   });
@@ -69,18 +70,87 @@ test('connects, subscribes, receives, requests, reconnects and disconnects with 
 
   // The server goes away; the client comes back and subscribes again.
   const resubscribed = new Promise((resolve) => {
-    const stop = subscription.on('Subscribed', () => {
-      stop();
+    subscription.on('Subscribed', function once() {
+      subscription.off('Subscribed', once);
       resolve();
     });
   });
-  seen.sockets[0].close(1011);
+  // 4002: the application closed the session and wants the client back.
+  seen.sockets[0].close(4002, 'log in again');
   const [info] = await next(connection, 'SocketDisconnected');
-  assert.deepEqual(info, { code: 1011, reason: '', reconnectIn: 20 });
+  assert.equal(info.code, 4002);
+  assert.equal(info.reason, 'log in again');
+  assert.ok(info.reconnectIn >= 10 && info.reconnectIn < 30, `jittered around 20 ms: ${info.reconnectIn}`);
   await resubscribed;
   assert.equal(connection.sessionId, 's2');
   assert.equal(seen.actions.filter((a) => a.action === 'Subscribe').length, 2);
 
   connection.disconnect();
   assert.equal(await seen.closed[1], 1000, 'the server sees a normal close');
+});
+
+/** A TCP server that accepts connections and never answers: a dead path, or a stuck upgrade. */
+async function silentServer(t) {
+  const sockets = new Set();
+  const server = createServer((socket) => {
+    sockets.add(socket);
+    socket.on('error', () => {});
+  });
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  t.after(() => {
+    for (const socket of sockets) socket.destroy();
+    return new Promise((resolve) => server.close(resolve));
+  });
+  return { url: `ws://127.0.0.1:${server.address().port}/`, sockets };
+}
+
+test('with ws: an upgrade that is never answered is given up after connectTimeout, quietly', { timeout: 10000 }, async (t) => {
+  const { url, sockets } = await silentServer(t);
+  const errors = [];
+  const connection = new Myxi.Connection(url, {
+    WebSocket,
+    connectTimeout: 100,
+    reconnectDelay: 60000,
+    onCallbackError: (error) => errors.push(error),
+  });
+  t.after(() => connection.disconnect());
+  const started = Date.now();
+  const [info] = await next(connection, 'SocketClosed');
+  assert.equal(info.code, 1006);
+  assert.equal(info.reason, 'connect timeout');
+  assert.ok(Date.now() - started >= 90, 'not before the timeout');
+  assert.equal(sockets.size, 1);
+  assert.equal(connection.state, 'closed');
+  // The abandoned socket's own error and close events come and go unheard.
+  await new Promise((resolve) => setTimeout(resolve, 100));
+  assert.deepEqual(errors, []);
+});
+
+test('with ws: a server that goes silent after the handshake is given up after pingInterval + pingTimeout', { timeout: 10000 }, async (t) => {
+  const server = new WebSocketServer({ port: 0, host: '127.0.0.1' });
+  await once(server, 'listening');
+  const raw = [];
+  server.on('connection', (socket, request) => {
+    raw.push(request.socket);
+    // It answers nothing: not the Ping, not the Close.
+    request.socket.pause();
+  });
+  t.after(() => {
+    for (const socket of raw) socket.destroy();
+    for (const client of server.clients) client.terminate();
+    return new Promise((resolve) => server.close(resolve));
+  });
+  const connection = new Myxi.Connection(`ws://127.0.0.1:${server.address().port}/`, {
+    WebSocket,
+    pingInterval: 100,
+    pingTimeout: 100,
+    reconnectDelay: 60000,
+  });
+  t.after(() => connection.disconnect());
+  await next(connection, 'SocketConnected');
+  const opened = Date.now();
+  const [info] = await next(connection, 'SocketDisconnected');
+  assert.deepEqual(info, { code: 1006, reason: 'ping timeout', reconnectIn: 60000 });
+  assert.ok(Date.now() - opened >= 190, `after ${Date.now() - opened} ms`);
 });

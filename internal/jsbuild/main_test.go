@@ -2,7 +2,9 @@ package main
 
 import (
 	"bytes"
+	"compress/gzip"
 	"encoding/json"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -86,6 +88,9 @@ func TestSourceMapsArePortable(t *testing.T) {
 		if bytes.Contains(content, []byte(root)) {
 			t.Errorf("%s contains the absolute path %s", name, root)
 		}
+		if strings.HasSuffix(name, ".gz") {
+			continue // TestGzipCopies: the content of a file checked here
+		}
 		if !strings.HasSuffix(name, ".map") {
 			base := strings.TrimSuffix(name, ".map")
 			if !bytes.HasSuffix(content, []byte("\n//# sourceMappingURL="+base+".map\n")) {
@@ -122,9 +127,104 @@ func TestScriptBudget(t *testing.T) {
 		t.Fatal(err) // build fails when the script is over budget
 	}
 	script := files["myxi.js"]
-	t.Logf("myxi.js: %d bytes, %d gzipped (budget %d)", len(script), gzipSize(script), maxScriptSize)
+	gz := files["myxi.js.gz"]
+	t.Logf("myxi.js: %d bytes, %d gzipped (budgets %d, %d)", len(script), len(gz), maxScriptSize, maxScriptGzip)
+	if len(script) > 10240 || len(gz) > 4096 {
+		t.Errorf("myxi.js is %d bytes, %d gzipped: over 10,240 or 4,096", len(script), len(gz))
+	}
 	if !bytes.Contains(script, []byte(".Myxi=")) {
 		t.Error("myxi.js does not define the global Myxi")
+	}
+}
+
+// TestGzipCopies: the .gz files are the bundles, compressed with a header
+// that holds no name and no time, so that two builds give the same bytes.
+func TestGzipCopies(t *testing.T) {
+	root := repoRoot(t)
+	files, err := build(root, distDir(root))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"myxi.js", "myxi.mjs"} {
+		gz, ok := files[name+".gz"]
+		if !ok {
+			t.Fatalf("the build made no %s.gz", name)
+		}
+		zr, err := gzip.NewReader(bytes.NewReader(gz))
+		if err != nil {
+			t.Fatalf("%s.gz: %v", name, err)
+		}
+		if zr.Name != "" || !zr.ModTime.IsZero() || zr.Comment != "" || zr.Extra != nil {
+			t.Errorf("%s.gz header: %+v", name, zr.Header)
+		}
+		plain, err := io.ReadAll(zr)
+		if err != nil {
+			t.Fatalf("%s.gz: %v", name, err)
+		}
+		if !bytes.Equal(plain, files[name]) {
+			t.Errorf("%s.gz does not decompress to %s", name, name)
+		}
+		if len(gz) >= len(files[name])/2 {
+			t.Errorf("%s.gz is %d bytes for %d: not compressed", name, len(gz), len(files[name]))
+		}
+	}
+	if _, ok := files["myxi.cjs.gz"]; ok {
+		t.Error("myxi.cjs.gz: only the files the server sends need a compressed copy")
+	}
+}
+
+// TestCheckComparesGzipByContent: -check takes a .gz compressed another way
+// (another Go release) as up to date, and one of other content, a named
+// header or trailing bytes as stale.
+func TestCheckComparesGzipByContent(t *testing.T) {
+	root := repoRoot(t)
+	files, err := build(root, distDir(root))
+	if err != nil {
+		t.Fatal(err)
+	}
+	gzipWith := func(level int, name string, body []byte) []byte {
+		var buf bytes.Buffer
+		zw, err := gzip.NewWriterLevel(&buf, level)
+		if err != nil {
+			t.Fatal(err)
+		}
+		zw.Name = name
+		if _, err := zw.Write(body); err != nil {
+			t.Fatal(err)
+		}
+		if err := zw.Close(); err != nil {
+			t.Fatal(err)
+		}
+		return buf.Bytes()
+	}
+	js := files["myxi.js"]
+	cases := []struct {
+		what  string
+		gz    []byte
+		stale bool
+	}{
+		{"as built", files["myxi.js.gz"], false},
+		{"another compression level", gzipWith(gzip.BestSpeed, "", js), false},
+		{"an older bundle", gzipWith(gzip.BestCompression, "", js[:len(js)-1]), true},
+		{"a file name in the header", gzipWith(gzip.BestCompression, "myxi.js", js), true},
+		{"trailing bytes", append(append([]byte{}, files["myxi.js.gz"]...), 0), true},
+		{"not gzip", js, true},
+	}
+	for _, c := range cases {
+		dir := t.TempDir()
+		if err := write(files, dir); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, "myxi.js.gz"), c.gz, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		stale := compare(files, dir)
+		if got := len(stale) > 0; got != c.stale {
+			t.Errorf("%s: stale %v (%v), want %v", c.what, got, stale, c.stale)
+		}
+		if c.stale && (len(stale) != 1 || stale[0] != "myxi.js.gz") {
+			t.Errorf("%s: stale files %v, want [myxi.js.gz]", c.what, stale)
+		}
 	}
 }
 

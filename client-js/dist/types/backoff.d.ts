@@ -12,7 +12,7 @@ export declare class Backoff {
     private readonly _factor;
     constructor(options?: BackoffOptions);
     /** The delay before the next attempt, in ms. */
-    next(): number;
+    _next(): number;
     /** Starts again from the first delay (after a success). */
-    reset(): void;
+    _reset(): void;
 }

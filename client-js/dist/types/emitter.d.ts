@@ -5,9 +5,9 @@ export declare class Emitter {
     private readonly _report;
     private readonly _listeners;
     constructor(_owner: object, _report: ErrorReporter);
-    /** Adds a listener; returns a function that removes it. */
-    on(event: string, listener: AnyListener): () => void;
+    /** Adds a listener (`off` removes it). */
+    _on(event: string, listener: AnyListener): void;
     /** Removes one listener, every listener of an event, or every listener. */
-    off(event?: string, listener?: AnyListener): void;
-    emit(event: string, ...args: unknown[]): void;
+    _off(event?: string, listener?: AnyListener): void;
+    _emit(event: string, ...args: unknown[]): void;
 }

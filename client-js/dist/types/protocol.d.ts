@@ -1,12 +1,23 @@
 import type { RoutingKey, ServerEvent } from './types.js';
-/** Close code of a close the client asked for: the only one not followed by a reconnect. */
+/** Close code of a close the client asked for (`disconnect()`, or settling a dead socket). */
 export declare const CLOSE_NORMAL = 1000;
-/** The server is draining or shutting down: reconnect, spread out. */
-export declare const CLOSE_GOING_AWAY = 1001;
-/** The server is over its connection limit: reconnect with backoff. */
-export declare const CLOSE_TRY_AGAIN_LATER = 1013;
 /** What browsers report for a connection that failed or dropped without a close frame. */
 export declare const CLOSE_ABNORMAL = 1006;
+/** Terminated by the application (`Session.Terminate`): the client does not come back. */
+export declare const CLOSE_TERMINATED = 4001;
+/**
+ * Closes after which the client backs off (capped exponential, full jitter):
+ * protocol error, invalid UTF-8, policy (too slow, flooding), frame too big,
+ * internal error, overloaded. A failed attempt to connect (an HTTP 503 at
+ * the upgrade looks like that to a browser) backs off too.
+ */
+export declare const BACKOFF_CODES: readonly number[];
+/**
+ * Closes that send many clients away at once (draining 1001, idle 4000,
+ * closed by the application 4002): the client comes back after a jittered
+ * delay, so that they do not all return together.
+ */
+export declare const JITTER_CODES: readonly number[];
 /** Errors after which a Subscribe will never succeed: the subscription is dropped. */
 export declare const DROPPING_ERRORS: readonly string[];
 /** Errors that say "not now": the subscription is kept and retried with backoff. */

@@ -1,12 +1,17 @@
 import type { ServerEvent, Tag } from './types.js';
 export declare class Requests {
     private readonly _pending;
-    /** Registers a request; `timeout` 0 waits forever. */
-    open(tag: Tag, action: string, timeout: number): Promise<ServerEvent>;
+    /** Registers a request; `timeout` 0 waits forever. `frame` is the action still to send, if any. */
+    _open(tag: Tag, action: string, timeout: number, frame?: string): Promise<ServerEvent>;
+    /** Sends the requests still waiting for the connection, oldest first. */
+    _flush(send: (frame: string) => void): void;
     /** Settles the request this event answers, if any: the first event with its tag. */
-    settle(event: ServerEvent): void;
-    fail(tag: Tag, error: string, message: string): void;
-    /** Rejects every request: their answers can no longer arrive. */
-    failAll(error: string, message: string): void;
+    _settle(event: ServerEvent): void;
+    _fail(tag: Tag, error: string, message: string): void;
+    /**
+     * Rejects the requests that were sent (their answers can no longer
+     * arrive) or, with `unsent`, those still waiting for a connection.
+     */
+    _failAll(error: string, message: string, unsent?: boolean): void;
     private _take;
 }

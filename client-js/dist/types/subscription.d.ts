@@ -32,10 +32,10 @@ export declare class Subscription {
     /** True once the server has confirmed the subscription (and until it ends or the socket closes). */
     get subscribed(): boolean;
     key(): string;
-    /** Listens to one event of this subscription; returns a function that stops listening. */
-    on<P extends object = Payload>(event: string, callback: SubscriptionCallback<P>): () => void;
-    /** Removes a listener, every listener of `event`, or every listener. */
-    off<P extends object = Payload>(event?: string, callback?: SubscriptionCallback<P>): void;
+    /** Listens to one event of this subscription; returns the subscription, for chaining. */
+    on<P extends object = Payload>(event: string, callback: SubscriptionCallback<P>): this;
+    /** Removes a listener, every listener of `event`, or every listener; returns the subscription. */
+    off<P extends object = Payload>(event?: string, callback?: SubscriptionCallback<P>): this;
     /**
      * Ends the subscription: it leaves `connection.subscriptions` at once and is
      * not subscribed again after a reconnect. Returns true when an Unsubscribe

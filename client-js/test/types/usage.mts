@@ -22,6 +22,9 @@ const options: ConnectionOptions = {
   reconnectDelay: 5000,
   backoff: { initial: 1000, max: 30000, factor: 2 },
   requestTimeout: 10000,
+  connectTimeout: 10000,
+  pingInterval: 20000,
+  pingTimeout: 10000,
   onCallbackError: (error: unknown, event: string) => console.log(error, event),
 };
 const connection = new Connection('ws://localhost:5005/', options);
@@ -38,13 +41,17 @@ interface Qty {
 const subscription: Subscription = connection.subscribe('widgets', 42);
 connection.subscribe('widgets', '42');
 connection.subscribe('widgets');
-const stop: () => void = subscription.on<Qty>('WidgetQtyChanged', function (payload, tag: Tag) {
+function onQty(this: Subscription, payload: Qty, tag: Tag) {
   const n: number = payload.quantity;
   const self: Subscription = this;
   console.log(n, tag, self.key());
-});
-stop();
-subscription.off('WidgetQtyChanged');
+}
+// on() and off() return the subscription: calls chain (issue 15).
+const chained: Subscription = subscription
+  .on<Qty>('WidgetQtyChanged', onQty)
+  .on('SubscriptionDenied', () => {})
+  .off<Qty>('WidgetQtyChanged', onQty);
+chained.off('WidgetQtyChanged');
 subscription.addMessageHandler('view', (event: string, payload, tag, param) => console.log(event, payload, tag, param), {});
 const removed: boolean = subscription.removeMessageHandler('view');
 const subscribed: boolean = subscription.subscribed;
@@ -56,9 +63,8 @@ const unsubscribed: boolean = subscription.unsubscribe();
 connection.on('Hello', (payload, tag, mq: Mq | undefined) => console.log(payload.anything, tag, mq?.rk));
 connection.on('SocketClosed', (info: CloseInfo) => console.log(info.code, info.reason, info.reconnectIn));
 connection.on('SocketMessageReceived', (event: ServerEvent) => console.log(event.event, event.payload));
-connection.on('SocketConnected', () => {});
-connection.off('Hello');
-connection.off();
+const self: Connection = connection.on('SocketConnected', () => {}).on('Welcome', () => {});
+self.off('Hello').off();
 
 const sent: boolean = connection.sendAction('SayHello', { name: 'Adam' }, 'tag-1');
 async function ask(): Promise<number> {
@@ -85,9 +91,11 @@ connection.subscribe('widgets', { id: 1 });
 const bogus: ConnectionState = 'reconnecting';
 // @ts-expect-error: close listeners get CloseInfo
 connection.on('SocketClosed', (info: string) => info);
+// @ts-expect-error: on() returns the connection, no longer a remover (issue 15)
+const remover: () => void = connection.on('Hello', () => {});
 // @ts-expect-error: internals are not part of the types
 subscription._state;
 // @ts-expect-error: a WebSocket needs send and close
 new Connection('ws://x', { WebSocket: class {} });
 
-export { ask, bogus, flags, id, removed, same, sent, state, subscribed, subscriptionState, unsubscribed };
+export { ask, bogus, flags, id, remover, removed, same, sent, state, subscribed, subscriptionState, unsubscribed };
