@@ -35,6 +35,7 @@ type conn struct {
 	// names (see newConn for the sizes).
 	frames      *rate.Limiter
 	keys        *rate.Limiter
+	credit      int       // frames a new session may send beyond the frame bucket: see newConn
 	firstReject time.Time // start of the current run of refused frames
 	lastReject  time.Time
 	lastReply   time.Time // of the last RateLimited sent
@@ -88,8 +89,11 @@ func (c *conn) handleFrame(data []byte) {
 	if c.frames != nil {
 		now := time.Now()
 		if !c.frames.AllowN(now, 1) {
-			c.refuse(now, data)
-			return
+			if c.credit <= 0 {
+				c.refuse(now, data)
+				return
+			}
+			c.credit--
 		}
 		if now.Sub(c.lastReject) > time.Second {
 			c.firstReject = time.Time{}

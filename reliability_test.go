@@ -121,6 +121,7 @@ func TestRateLimit(t *testing.T) {
 	ts := startServer(t, "memory", func(c *myxi.Config) {
 		c.Limits.ActionsPerSecond = 1
 		c.Limits.ActionBurst = 5
+		c.Limits.MaxSubscriptions = 1 // the welcome credit: one frame
 	})
 	c := testutil.Dial(t, ts.WS)
 	c.SendRaw("not json") // invalid frames cost a token too
@@ -128,12 +129,12 @@ func TestRateLimit(t *testing.T) {
 		c.Send("Ping", i, nil)
 	}
 	c.ExpectError("InvalidJSON")
-	for i := range 4 {
+	for i := range 5 {
 		if ev := c.Expect("Pong"); string(ev.Tag) != fmt.Sprint(i) {
 			t.Fatalf("pong %d has tag %s", i, ev.Tag)
 		}
 	}
-	if ev := c.ExpectError("RateLimited"); string(ev.Tag) != "4" || ev.Str("message") == "" {
+	if ev := c.ExpectError("RateLimited"); string(ev.Tag) != "5" || ev.Str("message") == "" {
 		t.Fatalf("RateLimited: %s", ev.Raw)
 	}
 	if ev, err := c.NextWithin(300 * time.Millisecond); err == nil {
@@ -166,6 +167,22 @@ func TestSubscribeChargesPerKey(t *testing.T) {
 	c.Send("ListSubscriptions", "l", nil)
 	if ev := c.Expect("YourSubscriptions"); strings.Count(string(ev.Payload["subscriptions"]), ",") != 49 {
 		t.Fatalf("a refused Unsubscribe removed keys: %s", ev.Raw)
+	}
+}
+
+// A reconnecting client that resubscribes one key per frame, as the
+// JavaScript client does, gets every key at once with the default limits.
+func TestResubscribeOneFramePerKey(t *testing.T) {
+	ts := startServer(t, "memory")
+	c := testutil.Dial(t, ts.WS)
+	const keys = 1000
+	for i := range keys {
+		c.Send("Subscribe", i, map[string]any{"exchange": ts.Exchange, "routing_key": fmt.Sprint(i)})
+	}
+	for range keys {
+		if ev := c.Next(); ev.Event != "Subscribed" {
+			t.Fatalf("got %s", ev.Raw)
+		}
 	}
 }
 

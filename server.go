@@ -351,6 +351,9 @@ func (s *Server) newConn(nc net.Conn, r *http.Request) *conn {
 		// enough to subscribe to as many keys as it may hold at once: a
 		// reconnecting client resubscribes everything without a refusal.
 		cn.keys = rate.NewLimiter(rate.Limit(l.ActionsPerSecond), max(l.ActionBurst, l.MaxSubscriptions))
+		// Clients that resubscribe one key per frame (the JavaScript
+		// client, myxi 1.x pages) send as many frames as keys at once.
+		cn.credit = l.MaxSubscriptions
 	}
 	return cn
 }
