@@ -97,6 +97,14 @@ type Limits struct {
 	// and is disconnected with code 1008. Defaults 1024 and 1 MiB.
 	SendQueueMessages int
 	SendQueueBytes    int64
+	// MaxEventBytes bounds one application event from the broker: its
+	// body, and the frame sent to clients ("mq" included). A larger event
+	// is dropped at the node, logged and counted
+	// (myxi_broker_bad_messages_total{reason="too_large"}), and Push
+	// refuses it, so that one event never makes a healthy client look too
+	// slow. It must be below SendQueueBytes. Default 256 KiB, or half of
+	// SendQueueBytes when that is smaller.
+	MaxEventBytes int64
 	// WriteTimeout bounds one write to a client socket. Default 5s.
 	WriteTimeout time.Duration
 	// HandshakeTimeout bounds the WebSocket upgrade. Default 10s.
@@ -128,6 +136,9 @@ func (l Limits) withDefaults() Limits {
 	}
 	if l.SendQueueBytes == 0 {
 		l.SendQueueBytes = 1 << 20
+	}
+	if l.MaxEventBytes == 0 && l.SendQueueBytes > 0 {
+		l.MaxEventBytes = min(protocol.DefaultMaxEventBytes, l.SendQueueBytes/2)
 	}
 	if l.WriteTimeout == 0 {
 		l.WriteTimeout = 5 * time.Second
@@ -205,8 +216,19 @@ func (c Config) validate() error {
 	if c.Limits.MaxFrameBytes < 0 || c.Limits.SendQueueMessages < 0 || c.Limits.SendQueueBytes < 0 {
 		errs = append(errs, errors.New("limits: frame size and send queue limits cannot be negative"))
 	}
+	if l := c.Limits; l.MaxEventBytes < 0 {
+		errs = append(errs, fmt.Errorf("limits: MaxEventBytes %d: cannot be negative", l.MaxEventBytes))
+	} else if l.MaxEventBytes >= l.SendQueueBytes && l.SendQueueBytes > 0 {
+		errs = append(errs, fmt.Errorf("limits: MaxEventBytes (%d) must be below SendQueueBytes (%d): "+
+			"an event as large as the send queue would close every healthy subscriber as too slow", l.MaxEventBytes, l.SendQueueBytes))
+	}
 	return errors.Join(errs...)
 }
+
+// MaxEventBytes is the node's maximum event size (Limits.MaxEventBytes
+// after defaults), for publishers such as the HTTP API that check events
+// before they publish them.
+func (s *Server) MaxEventBytes() int64 { return s.cfg.Limits.MaxEventBytes }
 
 // parseCIDR accepts "10.0.0.0/8" or a single address.
 func parseCIDR(s string) (*net.IPNet, error) {

@@ -104,7 +104,7 @@ func abbreviate(s string) string {
 
 func (c *cli) pushAMQP(ctx context.Context, urls []string, exchange, routingKey, event string, payload json.RawMessage) error {
 	logger := slog.New(slog.NewTextHandler(c.stderr, &slog.HandlerOptions{Level: slog.LevelError}))
-	pub, err := myxi.NewPublisher(ctx, myxi.PublisherConfig{URLs: urls, Name: "myxi push " + randomID(), Logger: logger})
+	pub, err := rabbitmq.NewPublisher(ctx, rabbitmq.PublisherConfig{URLs: urls, Name: "myxi push " + randomID(), Logger: logger})
 	if err != nil {
 		return fmt.Errorf("push: connect to RabbitMQ: %w", err)
 	}
