@@ -189,12 +189,12 @@ func TestConcurrentBindUnbind(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			for round := range 3 {
+			for round := range 8 {
 				if err := b.Bind(ctx, ex, key); err != nil {
 					errs <- err
 					return
 				}
-				if round == 2 && i%2 == 0 {
+				if round == 7 && i%2 == 0 {
 					return // keep it
 				}
 				if err := b.Unbind(ctx, ex, key); err != nil {
