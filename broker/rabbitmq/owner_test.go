@@ -34,6 +34,12 @@ func startInternal(t *testing.T, cfg Config, deliver broker.DeliverFunc) (*Broke
 	return b, ex
 }
 
+func (b *Broker) setTestHook(hook func()) {
+	b.mu.Lock()
+	b.testHookBatch = hook
+	b.mu.Unlock()
+}
+
 func (b *Broker) queueName() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -49,13 +55,13 @@ func (b *Broker) queueName() string {
 func TestBindTimeoutLeavesNoBinding(t *testing.T) {
 	entered, release := make(chan struct{}, 1), make(chan struct{})
 	b, ex := startInternal(t, Config{}, func(broker.Message) {})
-	b.testHookBatch = func() {
+	b.setTestHook(func() {
 		select {
 		case entered <- struct{}{}:
 			<-release
 		default:
 		}
-	}
+	})
 	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
 	defer cancel()
 	go func() { <-entered }() // the first batch blocks until released
@@ -93,13 +99,13 @@ func TestUnbindTimeoutThenBind(t *testing.T) {
 		t.Fatal(err)
 	}
 	entered, release := make(chan struct{}, 1), make(chan struct{})
-	b.testHookBatch = func() {
+	b.setTestHook(func() {
 		select {
 		case entered <- struct{}{}:
 			<-release
 		default:
 		}
-	}
+	})
 	short, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
 	defer cancel()
 	if err := b.Unbind(short, ex, "k"); !errors.Is(err, context.DeadlineExceeded) {

@@ -152,8 +152,8 @@ type Broker struct {
 	lastErr    error                // why the last connection attempt or session failed
 	deliver    broker.DeliverFunc
 
-	// testHookBatch, when set by a test, runs in the owner before each
-	// batch of binding changes is sent.
+	// testHookBatch, when a test sets it (under mu), runs in the owner
+	// before each batch of binding changes is sent.
 	testHookBatch func()
 
 	ready     atomic.Bool
@@ -412,12 +412,13 @@ func (b *Broker) reconcile(s *session) error {
 		for _, k := range unbinds {
 			b.inflight[k] = false
 		}
+		hook := b.testHookBatch
 		b.mu.Unlock()
 		if len(binds)+len(unbinds) == 0 {
 			return nil
 		}
-		if b.testHookBatch != nil {
-			b.testHookBatch()
+		if hook != nil {
+			hook()
 		}
 		err := applyBindings(s, binds, unbinds)
 		b.mu.Lock()

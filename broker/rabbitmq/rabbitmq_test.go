@@ -346,3 +346,65 @@ func TestPublisherRefusesWhatNodesDrop(t *testing.T) {
 		t.Fatalf("MaxEventBytes() = %d", pub.MaxEventBytes())
 	}
 }
+
+// The connection is closed under binds and unbinds in flight: every
+// failure is ErrUnavailable, and once the node is back RabbitMQ holds
+// exactly the keys whose last Bind succeeded (the owner reconciles what
+// the new connection bound with what is still wanted).
+func TestBindUnbindAcrossConnectionLoss(t *testing.T) {
+	ex := testutil.UniqueName("myxi-test-loss")
+	b := startBroker(t, ex, func(broker.Message) {})
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	bound := map[string]bool{}
+	errs := make(chan error, 20)
+	for i := range 20 {
+		key := fmt.Sprintf("k%02d", i)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for n := 0; n < 10000; n++ {
+				err := b.Bind(ctx, ex, key)
+				if err != nil && !errors.Is(err, broker.ErrUnavailable) {
+					errs <- err
+					return
+				}
+				select {
+				case <-stop:
+					mu.Lock()
+					bound[key] = err == nil
+					mu.Unlock()
+					return
+				default:
+				}
+				if err := b.Unbind(ctx, ex, key); err != nil {
+					errs <- err
+					return
+				}
+			}
+		}()
+	}
+	testutil.CloseConnection(t, b.ConnectionName())
+	testutil.Eventually(t, 20*time.Second, "the broker to reconnect", func() bool { return b.Connects() >= 2 && b.Ready() })
+	close(stop)
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	var want []string
+	for k, ok := range bound {
+		if ok {
+			want = append(want, k)
+		}
+	}
+	slices.Sort(want)
+	var got []string
+	testutil.Eventually(t, 20*time.Second, "the bindings to settle", func() bool {
+		got = testutil.Bindings(t, ex)
+		return slices.Equal(got, want)
+	})
+}
