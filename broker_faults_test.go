@@ -36,7 +36,7 @@ func TestBrokerConnectionLoss(t *testing.T) {
 	for _, k := range []string{"a", "b", "c"} {
 		c.Subscribe(ts.Exchange, k)
 	}
-	pub, err := myxi.NewPublisher(context.Background(), myxi.PublisherConfig{URLs: []string{ts.RabbitURL}})
+	pub, err := rabbitmq.NewPublisher(context.Background(), rabbitmq.PublisherConfig{URLs: []string{ts.RabbitURL}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -117,6 +117,14 @@ type Limits struct {
 	// and is disconnected with code 1008. Defaults 1024 and 1 MiB.
 	SendQueueMessages int
 	SendQueueBytes    int64
+	// MaxEventBytes bounds one application event from the broker: its
+	// body, and the frame sent to clients ("mq" included). A larger event
+	// is dropped at the node, logged and counted
+	// (myxi_broker_bad_messages_total{reason="too_large"}), and Push
+	// refuses it, so that one event never makes a healthy client look too
+	// slow. It must be below SendQueueBytes. Default 256 KiB, or half of
+	// SendQueueBytes when that is smaller.
+	MaxEventBytes int64
 	// WriteTimeout bounds each blocking flush to a client socket (a
 	// write deadline); a client that does not take the bytes in time is
 	// dropped. Default 5s.
@@ -163,6 +171,9 @@ func (l Limits) withDefaults() Limits {
 	}
 	if l.SendQueueBytes == 0 {
 		l.SendQueueBytes = 1 << 20
+	}
+	if l.MaxEventBytes == 0 && l.SendQueueBytes > 0 {
+		l.MaxEventBytes = min(protocol.DefaultMaxEventBytes, l.SendQueueBytes/2)
 	}
 	if l.WriteTimeout == 0 {
 		l.WriteTimeout = 5 * time.Second
@@ -281,6 +292,11 @@ func (l Limits) validate() []error {
 	bad := func(field string, format string, args ...any) {
 		errs = append(errs, &FieldError{Field: "Limits." + field, Problem: fmt.Sprintf(format, args...)})
 	}
+	if l.MaxEventBytes < 0 {
+		bad("MaxEventBytes", "%d is negative", l.MaxEventBytes)
+	} else if l.MaxEventBytes >= l.SendQueueBytes {
+		bad("MaxEventBytes", "%d must be below Limits.SendQueueBytes (%d): an event as large as the send queue would close every healthy subscriber as too slow", l.MaxEventBytes, l.SendQueueBytes)
+	}
 	if l.MaxFrameBytes < minFrameBytes {
 		bad("MaxFrameBytes", "%d is below the minimum of %d bytes", l.MaxFrameBytes, minFrameBytes)
 	}
@@ -318,6 +334,11 @@ func (l Limits) validate() []error {
 	}
 	return errs
 }
+
+// MaxEventBytes is the node's maximum event size (Limits.MaxEventBytes
+// after defaults), for publishers such as the HTTP API that check events
+// before they publish them.
+func (s *Server) MaxEventBytes() int64 { return s.cfg.Limits.MaxEventBytes }
 
 // parseCIDR accepts "10.0.0.0/8" or a single address.
 func parseCIDR(s string) (*net.IPNet, error) {

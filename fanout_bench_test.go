@@ -71,7 +71,7 @@ func BenchmarkBrokerEvent(b *testing.B) {
 	body := []byte(`{"event":"WidgetQtyChanged","payload":{"quantity":5,"name":"Widget 42"}}`)
 	b.ReportAllocs()
 	for b.Loop() {
-		if _, err := protocol.BrokerEvent("widgets", "42", body); err != nil {
+		if _, err := protocol.BrokerEvent("widgets", "42", body, protocol.DefaultMaxEventBytes); err != nil {
 			b.Fatal(err)
 		}
 	}

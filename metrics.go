@@ -1,8 +1,14 @@
 package myxi
 
 import (
+	"time"
+
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	"golang.org/x/time/rate"
+
+	"github.com/myxi/myxi/broker"
+	"github.com/myxi/myxi/internal/protocol"
 )
 
 // metrics are the node's Prometheus metrics, in a registry of their own so
@@ -18,7 +24,8 @@ type metrics struct {
 	delivered      prometheus.Counter
 	dropped        prometheus.Counter
 	slowClients    prometheus.Counter
-	badMessages    prometheus.Counter
+	badMessages    *prometheus.CounterVec
+	badMessageLog  rate.Sometimes // paces the log lines of dropped broker messages
 	pushed         prometheus.Counter
 	pushErrors     prometheus.Counter
 	refused        prometheus.Counter
@@ -49,8 +56,10 @@ func newMetrics() *metrics {
 			Name: "myxi_events_dropped_total", Help: "Events dropped because a client's send queue was full."}),
 		slowClients: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "myxi_slow_client_disconnects_total", Help: "Sessions closed (1008) for not reading fast enough."}),
-		badMessages: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "myxi_broker_bad_messages_total", Help: "Broker messages dropped for not being a JSON object with a string event."}),
+		badMessages: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "myxi_broker_bad_messages_total", Help: "Broker messages dropped at this node by reason: invalid_utf8, not_object, bad_event (missing, empty or not a string), bad_payload (an array or a scalar), too_large (over Limits.MaxEventBytes)."},
+			[]string{"reason"}),
+		badMessageLog: rate.Sometimes{Interval: time.Second},
 		pushed: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "myxi_pushes_total", Help: "Events pushed through this node's Push and confirmed by the broker."}),
 		pushErrors: prometheus.NewCounter(prometheus.CounterOpts{
@@ -70,6 +79,9 @@ func newMetrics() *metrics {
 }
 
 func (m *metrics) register(s *Server) {
+	for _, reason := range protocol.DropReasons {
+		m.badMessages.WithLabelValues(reason) // every reason shows, at 0, before its first drop
+	}
 	m.registry.MustRegister(
 		m.connections, m.subscriptions, m.bindings, m.actions, m.eventsIn, m.fanout, m.delivered,
 		m.dropped, m.slowClients, m.badMessages, m.pushed, m.pushErrors, m.refused, m.refusedOrigins, m.authed, m.latency,
@@ -86,6 +98,14 @@ func (m *metrics) register(s *Server) {
 			func() float64 {
 				if r, ok := s.broker.(interface{ Connects() uint64 }); ok && r.Connects() > 1 {
 					return float64(r.Connects() - 1)
+				}
+				return 0
+			}),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "myxi_broker_queue_dropped_total", Help: "Events the broker dropped from this node's queue because the node fell behind (its queue was full); 0 for brokers that cannot tell."},
+			func() float64 {
+				if r, ok := s.broker.(broker.StatsReporter); ok {
+					return float64(r.Stats().Dropped)
 				}
 				return 0
 			}),

@@ -150,13 +150,24 @@ func (s *Server) Start(ctx context.Context) error {
 	return s.startErr
 }
 
-// deliver fans one broker message out to the local subscribers: encoded
-// once, queued to each without waiting on any.
+// deliver fans one broker message out to the local subscribers: checked
+// and encoded once (PROTOCOL.md's body rules and Limits.MaxEventBytes),
+// queued to each without waiting on any.
 func (s *Server) deliver(m broker.Message) {
-	data, err := protocol.BrokerEvent(m.Exchange, m.RoutingKey, m.Body)
+	data, err := protocol.BrokerEvent(m.Exchange, m.RoutingKey, m.Body, int(s.cfg.Limits.MaxEventBytes))
 	if err != nil {
-		s.metrics.badMessages.Inc()
-		s.log.Warn("dropping broker message", "exchange", m.Exchange, "routing_key", m.RoutingKey, "err", err, "bytes", len(m.Body))
+		reason := protocol.DropNotObject
+		var bad *protocol.BadBodyError
+		if errors.As(err, &bad) {
+			reason = bad.Reason
+		}
+		s.metrics.badMessages.WithLabelValues(reason).Inc()
+		// A publisher gone wrong can send thousands a second: the log gets
+		// one line a second, the metric counts them all.
+		s.metrics.badMessageLog.Do(func() {
+			s.log.Warn("dropping broker message (further drops within a second are only counted in myxi_broker_bad_messages_total)",
+				"exchange", m.Exchange, "routing_key", m.RoutingKey, "reason", reason, "err", err, "bytes", len(m.Body))
+		})
 		return
 	}
 	f := newFrame(data)
@@ -215,9 +226,22 @@ func (s *Server) WaitReady(ctx context.Context) error {
 	}
 }
 
+// Pusher is what Server and rabbitmq.Publisher have in common: a way to
+// push an application event to the subscribers of an exchange and routing
+// key.
+type Pusher interface {
+	Push(ctx context.Context, exchange, routingKey, event string, payload any) error
+}
+
+var _ Pusher = (*Server)(nil)
+
 // Push publishes an application event to every session subscribed to
 // exchange and routingKey, on every node sharing the broker. It returns
-// once the broker has taken the event, or an error.
+// once the broker has taken the event, or an error. It refuses what the
+// nodes would drop: an empty event name, a payload that does not encode to
+// a JSON object (nil becomes {}) or is not valid UTF-8, and an event over
+// Limits.MaxEventBytes (an error matching protocol's too_large
+// *BadBodyError).
 func (s *Server) Push(ctx context.Context, exchange, routingKey, event string, payload any) error {
 	if _, ok := s.cfg.Exchanges[exchange]; !ok {
 		return fmt.Errorf("myxi: push to %q: %w", exchange, ErrUnknownExchange)
@@ -231,6 +255,9 @@ func (s *Server) Push(ctx context.Context, exchange, routingKey, event string, p
 	body, err := protocol.PushBody(event, payload)
 	if err != nil {
 		return fmt.Errorf("myxi: %w", err)
+	}
+	if err := protocol.CheckEventSize(exchange, routingKey, body, int(s.cfg.Limits.MaxEventBytes)); err != nil {
+		return fmt.Errorf("myxi: push %s to %q: %w", event, exchange, err)
 	}
 	if err := s.broker.Publish(ctx, exchange, routingKey, body); err != nil {
 		s.metrics.pushErrors.Inc()

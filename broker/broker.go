@@ -60,3 +60,18 @@ type Broker interface {
 	// more than once.
 	Close() error
 }
+
+// Stats are a broker's counters for the node's metrics. A Broker that
+// keeps them implements StatsReporter.
+type Stats struct {
+	// Received counts the messages this node took from the broker.
+	Received uint64
+	// Dropped counts the messages the broker discarded before they reached
+	// this node, because the node fell too far behind (its queue was full).
+	Dropped uint64
+}
+
+// StatsReporter is implemented by brokers that keep Stats.
+type StatsReporter interface {
+	Stats() Stats
+}

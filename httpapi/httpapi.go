@@ -11,11 +11,17 @@
 // published in order; when the broker fails midway the answer is 503 with
 // "published" counting the events that did go out, the first ones.
 //
-// Errors are JSON {"error": Name, "message": "..."}: 400 InvalidJSON,
-// InvalidExchange, InvalidRoutingKey, InvalidEvent, InvalidPayload or
-// TooManyEvents; 401 Unauthorized; 413 BodyTooLarge; 503
-// BrokerUnavailable (retry later); 500 PublishFailed (the broker refused,
-// see the server log). Both publish failures carry "published".
+// Events follow the body rules every node applies at its broker edge
+// (PROTOCOL.md), so an accepted event is never dropped there: the body is
+// valid UTF-8, "event" a non-empty string, "payload" an object (absent or
+// null: {}), and the event's frame at most MaxEventBytes.
+//
+// Errors are JSON {"error": Name, "message": "..."}: 400 InvalidJSON (the
+// body is not JSON, or not valid UTF-8), InvalidExchange,
+// InvalidRoutingKey, InvalidEvent, InvalidPayload or TooManyEvents; 401
+// Unauthorized; 413 BodyTooLarge or EventTooLarge; 503 BrokerUnavailable
+// (retry later); 500 PublishFailed (the broker refused, see the server
+// log). Both publish failures carry "published".
 package httpapi
 
 import (
@@ -31,6 +37,7 @@ import (
 	"net/http"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/myxi/myxi"
 	"github.com/myxi/myxi/broker"
@@ -53,13 +60,15 @@ const (
 	ErrTooManyEvents     = "TooManyEvents"
 	ErrUnauthorized      = "Unauthorized"
 	ErrBodyTooLarge      = "BodyTooLarge"
+	ErrEventTooLarge     = "EventTooLarge"
 	ErrBrokerUnavailable = "BrokerUnavailable"
 	ErrPublishFailed     = "PublishFailed"
 )
 
 // Config configures a Handler. Zero values are the documented defaults.
 type Config struct {
-	// Pusher publishes the events: a *myxi.Server, or a *myxi.Publisher.
+	// Pusher publishes the events: a *myxi.Server, or a
+	// *rabbitmq.Publisher.
 	Pusher myxi.Pusher
 	// Keys are the accepted API keys (several, to rotate them). At least
 	// one is required.
@@ -67,12 +76,20 @@ type Config struct {
 	// Exchanges, when not nil, are the only exchanges events may be
 	// published to (a *myxi.Server refuses the others anyway); others are
 	// answered 400 InvalidExchange. Nil allows every valid name (for a
-	// *myxi.Publisher).
+	// *rabbitmq.Publisher).
 	Exchanges []string
 	// MaxBatch is the most events one batch may hold. Default 1000.
 	MaxBatch int
-	// MaxBodyBytes bounds a request body. Default 1 MiB.
+	// MaxBodyBytes bounds a request body (a batch holds several events).
+	// Default 1 MiB.
 	MaxBodyBytes int64
+	// MaxEventBytes bounds one event: the frame every node would send for
+	// it, as Limits.MaxEventBytes does at the nodes' broker edge (a node
+	// drops a larger event). A larger event is answered 413 EventTooLarge.
+	// Default the Pusher's MaxEventBytes() when it has that method (a
+	// *myxi.Server, a *rabbitmq.Publisher), else 256 KiB; it cannot be
+	// above the Pusher's.
+	MaxEventBytes int64
 	// PublishTimeout bounds the publishing of one event. Default 10s.
 	PublishTimeout time.Duration
 	// Logger receives publish failures. Default slog.Default().
@@ -103,6 +120,22 @@ func New(cfg Config) (*Handler, error) {
 	}
 	if cfg.MaxBodyBytes <= 0 {
 		cfg.MaxBodyBytes = 1 << 20
+	}
+	if cfg.MaxEventBytes < 0 {
+		return nil, fmt.Errorf("httpapi: MaxEventBytes %d: cannot be negative", cfg.MaxEventBytes)
+	}
+	if limited, ok := cfg.Pusher.(interface{ MaxEventBytes() int64 }); ok {
+		limit := limited.MaxEventBytes()
+		if cfg.MaxEventBytes > limit {
+			return nil, fmt.Errorf("httpapi: MaxEventBytes (%d) is above the Pusher's maximum event size (%d, Limits.MaxEventBytes): "+
+				"the nodes would drop the events between the two", cfg.MaxEventBytes, limit)
+		}
+		if cfg.MaxEventBytes == 0 {
+			cfg.MaxEventBytes = limit
+		}
+	}
+	if cfg.MaxEventBytes == 0 {
+		cfg.MaxEventBytes = protocol.DefaultMaxEventBytes
 	}
 	if cfg.PublishTimeout <= 0 {
 		cfg.PublishTimeout = 10 * time.Second
@@ -205,11 +238,39 @@ func (h *Handler) check(ev Event, where string) (published, *apiError) {
 	payload := json.RawMessage("{}")
 	if p := bytes.TrimSpace(ev.Payload); len(p) > 0 && string(p) != "null" {
 		if p[0] != '{' {
-			return published{}, badRequest(ErrInvalidPayload, "%spayload: must be a JSON object", where)
+			return published{}, badRequest(ErrInvalidPayload, "%spayload: must be a JSON object (or null), not %s", where, kind(p[0]))
 		}
 		payload = json.RawMessage(p)
 	}
+	body, err := protocol.PushBody(ev.Event, payload)
+	if err != nil { // unreachable: the body was valid UTF-8 and the payload an object
+		return published{}, badRequest(ErrInvalidPayload, "%spayload: %v", where, err)
+	}
+	if err := protocol.CheckEventSize(ev.Exchange, key, body, int(h.cfg.MaxEventBytes)); err != nil {
+		return published{}, &apiError{http.StatusRequestEntityTooLarge, ErrEventTooLarge, fmt.Sprintf("%sevent: %s", where, eventTooLarge(err))}
+	}
 	return published{ev.Exchange, key, ev.Event, payload}, nil
+}
+
+// kind names the JSON type a value starting with c has.
+func kind(c byte) string {
+	switch c {
+	case '[':
+		return "an array"
+	case '"':
+		return "a string"
+	case 't', 'f':
+		return "a boolean"
+	}
+	return "a number"
+}
+
+func eventTooLarge(err error) string {
+	var bad *protocol.BadBodyError
+	if errors.As(err, &bad) {
+		return bad.Detail
+	}
+	return err.Error()
 }
 
 func (h *Handler) publish(w http.ResponseWriter, r *http.Request) {
@@ -277,6 +338,13 @@ func (h *Handler) push(ctx context.Context, p published) error {
 // refusing the exchange's declaration); the details are in the log.
 func writePublishFailure(w http.ResponseWriter, err error, published int, message string) {
 	status, name := http.StatusInternalServerError, ErrPublishFailed
+	var bad *protocol.BadBodyError
+	if errors.As(err, &bad) && bad.Reason == protocol.DropTooLarge {
+		// The Pusher's limit is below what New was told (a Pusher
+		// without MaxEventBytes()).
+		writeJSON(w, http.StatusRequestEntityTooLarge, map[string]any{"error": ErrEventTooLarge, "message": message + ": " + bad.Detail, "published": published})
+		return
+	}
 	if errors.Is(err, broker.ErrUnavailable) || errors.Is(err, context.DeadlineExceeded) {
 		status, name = http.StatusServiceUnavailable, ErrBrokerUnavailable
 		message += "; the broker is unavailable, retry later"
@@ -285,16 +353,34 @@ func writePublishFailure(w http.ResponseWriter, err error, published int, messag
 }
 
 // decode reads a JSON request body into v, refusing unknown fields (a
-// misspelt "routingKey" would otherwise publish to the empty key). The
-// Content-Type is not checked: `curl -d` sends a form type by default.
+// misspelt "routingKey" would otherwise publish to the empty key) and
+// invalid UTF-8 (encoding/json would replace it in strings and keep it in
+// a raw payload, which every node then drops). The Content-Type is not
+// checked: `curl -d` sends a form type by default.
 func (h *Handler) decode(w http.ResponseWriter, r *http.Request, v any) *apiError {
-	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, h.cfg.MaxBodyBytes))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
+	data, err := io.ReadAll(http.MaxBytesReader(w, r.Body, h.cfg.MaxBodyBytes))
+	if err != nil {
 		var tooLarge *http.MaxBytesError
 		if errors.As(err, &tooLarge) {
 			return &apiError{http.StatusRequestEntityTooLarge, ErrBodyTooLarge, fmt.Sprintf("body larger than %d bytes", h.cfg.MaxBodyBytes)}
 		}
+		return badRequest(ErrInvalidJSON, "body: cannot be read: %v", err)
+	}
+	if !utf8.Valid(data) {
+		at := 0
+		for rest := data; len(rest) > 0; {
+			c, size := utf8.DecodeRune(rest)
+			if c == utf8.RuneError && size <= 1 {
+				break
+			}
+			at += size
+			rest = rest[size:]
+		}
+		return badRequest(ErrInvalidJSON, "body: not valid UTF-8 (at byte %d); JSON text must be UTF-8", at)
+	}
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
 		return badRequest(ErrInvalidJSON, "body: %s", jsonProblem(err))
 	}
 	if _, err := dec.Token(); !errors.Is(err, io.EOF) {

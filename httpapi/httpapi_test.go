@@ -201,6 +201,46 @@ func TestBatch(t *testing.T) {
 	}
 }
 
+// The body rules of every node's broker edge hold at the API, so nothing
+// it accepts is dropped downstream: invalid UTF-8 anywhere, an empty
+// event, an array or scalar payload and an oversize event are refused
+// with 400 or 413 and a message naming the problem; a null payload is {}.
+func TestBodyRules(t *testing.T) {
+	rec := &recorder{}
+	ts := newAPI(t, httpapi.Config{Pusher: rec, MaxEventBytes: 1024})
+	url := ts.URL + httpapi.PathPublish
+	for _, tc := range []struct {
+		body, name, message string
+		status              int
+	}{
+		{"{\"exchange\":\"w\",\"event\":\"E\",\"payload\":{\"s\":\"\xfe\"}}", "InvalidJSON", "not valid UTF-8 (at byte 44)", 400},
+		{"{\"exchange\":\"w\",\"event\":\"E\xc3\"}", "InvalidJSON", "UTF-8", 400},
+		{"{\"exchange\":\"w\",\"routing_key\":\"\xff\",\"event\":\"E\"}", "InvalidJSON", "UTF-8", 400},
+		{`{"exchange":"w","event":""}`, "InvalidEvent", "event: a non-empty string", 400},
+		{`{"exchange":"w","event":"E","payload":[1]}`, "InvalidPayload", "payload: must be a JSON object (or null), not an array", 400},
+		{`{"exchange":"w","event":"E","payload":"s"}`, "InvalidPayload", "not a string", 400},
+		{`{"exchange":"w","event":"E","payload":5}`, "InvalidPayload", "not a number", 400},
+		{`{"exchange":"w","event":"E","payload":{"pad":"` + strings.Repeat("x", 1000) + `"}}`, "EventTooLarge", "over the maximum event size of 1024 bytes", 413},
+	} {
+		a := post(t, url, "Bearer key-1", tc.body)
+		msg, _ := a.body["message"].(string)
+		if a.status != tc.status || a.body["error"] != tc.name || !strings.Contains(msg, tc.message) {
+			t.Errorf("%.50q: %d %v, want %d %s with %q", tc.body, a.status, a.body, tc.status, tc.name, tc.message)
+		}
+	}
+	// In a batch, the oversize event is named and nothing is published.
+	a := post(t, ts.URL+httpapi.PathPublishBatch, "Bearer key-1", `{"events":[{"exchange":"w","event":"A"},{"exchange":"w","event":"E","payload":{"pad":"`+strings.Repeat("x", 1000)+`"}}]}`)
+	if msg, _ := a.body["message"].(string); a.status != 413 || !strings.Contains(msg, "events[1].event") {
+		t.Errorf("oversize in a batch: %d %v", a.status, a.body)
+	}
+	if a := post(t, url, "Bearer key-1", `{"exchange":"w","event":"E","payload":null}`); a.status != 200 {
+		t.Errorf("null payload: %d %v", a.status, a.body)
+	}
+	if got := rec.all(); got != "w/ E {}" {
+		t.Fatalf("published %q, want only the null-payload event", got)
+	}
+}
+
 func TestBrokerFailure(t *testing.T) {
 	rec := &recorder{failAt: 3}
 	ts := newAPI(t, httpapi.Config{Pusher: rec})
@@ -227,13 +267,41 @@ func TestBrokerFailure(t *testing.T) {
 
 func TestConfigErrors(t *testing.T) {
 	for name, cfg := range map[string]httpapi.Config{
-		"no pusher": {Keys: []string{"k"}},
-		"no key":    {Pusher: &recorder{}},
-		"empty key": {Pusher: &recorder{}, Keys: []string{" "}},
+		"no pusher":          {Keys: []string{"k"}},
+		"no key":             {Pusher: &recorder{}},
+		"empty key":          {Pusher: &recorder{}, Keys: []string{" "}},
+		"negative max event": {Pusher: &recorder{}, Keys: []string{"k"}, MaxEventBytes: -1},
 	} {
 		if _, err := httpapi.New(cfg); err == nil {
 			t.Errorf("%s: accepted", name)
 		}
+	}
+}
+
+// The API takes its event limit from the server, and may not exceed it.
+func TestMaxEventBytesFollowsServer(t *testing.T) {
+	srv := servertest.Start(t, myxi.Config{
+		Exchanges: map[string]myxi.AuthorizeFunc{"widgets": myxi.AllowAll},
+		Limits:    myxi.Limits{MaxEventBytes: 2000},
+	})
+	if _, err := httpapi.New(httpapi.Config{Pusher: srv.Srv, Keys: []string{"k"}, MaxEventBytes: 2001}); err == nil || !strings.Contains(err.Error(), "MaxEventBytes") {
+		t.Fatalf("MaxEventBytes above the server's: %v", err)
+	}
+	api := newAPI(t, httpapi.Config{Pusher: srv.Srv})
+	c := testutil.Dial(t, srv.WS)
+	c.Subscribe("widgets", "k")
+	pad := func(n int) string {
+		return `{"exchange":"widgets","routing_key":"k","event":"E","payload":{"pad":"` + strings.Repeat("x", n) + `"}}`
+	}
+	// The frame is {"event":"E","tag":null,"payload":{"pad":"..."},"mq":{"e":"widgets","rk":"k"}}: 75 bytes and the pad.
+	if a := post(t, api.URL+httpapi.PathPublish, "Bearer key-1", pad(2000-75+1)); a.status != http.StatusRequestEntityTooLarge {
+		t.Fatalf("one byte over the server's limit: %d %v", a.status, a.body)
+	}
+	if a := post(t, api.URL+httpapi.PathPublish, "Bearer key-1", pad(2000-75)); a.status != http.StatusOK {
+		t.Fatalf("at the server's limit: %d %v", a.status, a.body)
+	}
+	if ev := c.Expect("E"); len(ev.Raw) != 2000 {
+		t.Fatalf("frame of %d bytes, want 2000", len(ev.Raw))
 	}
 }
 

@@ -29,6 +29,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"strings"
 )
 
 func main() {
@@ -37,7 +38,8 @@ func main() {
 		if errors.Is(err, flag.ErrHelp) {
 			os.Exit(0)
 		}
-		fmt.Fprintln(os.Stderr, "myxi:", err)
+		// Errors from the library already say "myxi:".
+		fmt.Fprintln(os.Stderr, "myxi:", strings.TrimPrefix(err.Error(), "myxi: "))
 		os.Exit(1)
 	}
 }

@@ -482,7 +482,7 @@ func appendFloorFrame(dst []byte, exchange, routingKey string, body []byte) []by
 		dst = append(dst, routingKey...)
 		return append(dst, `"}}`...)
 	}
-	data, err := protocol.BrokerEvent(exchange, routingKey, body)
+	data, err := protocol.BrokerEvent(exchange, routingKey, body, protocol.DefaultMaxEventBytes)
 	if err != nil {
 		return nil
 	}

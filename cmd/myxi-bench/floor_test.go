@@ -22,7 +22,7 @@ import (
 // myxiData is Myxi's encoding of a broker message (nil when Myxi drops it).
 func myxiData(t *testing.T, exchange, key string, body []byte) []byte {
 	t.Helper()
-	data, err := protocol.BrokerEvent(exchange, key, body)
+	data, err := protocol.BrokerEvent(exchange, key, body, protocol.DefaultMaxEventBytes)
 	if err != nil {
 		return nil
 	}

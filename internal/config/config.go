@@ -92,6 +92,7 @@ type Limits struct {
 	HandshakeTimeout  time.Duration `toml:"handshake_timeout"`
 	PingInterval      time.Duration `toml:"ping_interval"`
 	ActionTimeout     time.Duration `toml:"action_timeout"`
+	MaxEventBytes     int64         `toml:"max_event_bytes"`
 }
 
 // Myxi returns the limits as the library takes them.
@@ -108,6 +109,7 @@ func (l Limits) Myxi() myxi.Limits {
 		HandshakeTimeout:  l.HandshakeTimeout,
 		PingInterval:      l.PingInterval,
 		ActionTimeout:     l.ActionTimeout,
+		MaxEventBytes:     l.MaxEventBytes,
 	}
 }
 
@@ -342,7 +344,7 @@ func knownKeys(parent toml.Key) []string {
 		"server":       {"port", "bind", "allowed_origins", "trusted_proxies", "drain_period", "reauthorize_interval", "node_id", "metrics_addr"},
 		"log":          {"level", "format"},
 		"broker":       {"rabbitmq_urls"},
-		"limits":       {"max_connections", "max_subscriptions", "max_frame_bytes", "actions_per_second", "action_burst", "send_queue_messages", "send_queue_bytes", "write_timeout", "handshake_timeout", "ping_interval", "action_timeout"},
+		"limits":       {"max_connections", "max_subscriptions", "max_frame_bytes", "actions_per_second", "action_burst", "send_queue_messages", "send_queue_bytes", "write_timeout", "handshake_timeout", "ping_interval", "action_timeout", "max_event_bytes"},
 		"api":          {"keys", "max_batch", "max_body_bytes", "publish_timeout"},
 		"auth":         {"action", "jwt", "webhook"},
 		"auth.jwt":     {"secret", "public_key", "public_key_file", "algorithms", "issuer", "audience", "leeway", "require_exp", "claim"},

@@ -159,6 +159,7 @@ var limitKeys = map[string]string{
 	"Limits.HandshakeTimeout":  "limits.handshake_timeout",
 	"Limits.PingInterval":      "limits.ping_interval",
 	"Limits.ActionTimeout":     "limits.action_timeout",
+	"Limits.MaxEventBytes":     "limits.max_event_bytes",
 }
 
 // validateLimits applies the library's own rules (myxi.Limits.Validate),

@@ -6,43 +6,144 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"unicode/utf8"
 )
 
-// ErrBadBrokerBody means a message from the broker is not a JSON object
-// with a string "event"; such a message is dropped, never forwarded.
-var ErrBadBrokerBody = errors.New(`broker message is not a JSON object with a string "event"`)
+// DefaultMaxEventBytes is the default bound on one application event: the
+// frame sent to clients, "mq" included. It stays well under the default
+// send queue (1 MiB) so that one event never makes a client look slow.
+const DefaultMaxEventBytes = 256 << 10
+
+// ErrBadBrokerBody matches (with errors.Is) every *BadBodyError: a
+// message from the broker that breaks the body rules of PROTOCOL.md is
+// dropped, never forwarded.
+var ErrBadBrokerBody = errors.New("invalid broker message body")
+
+// Reasons a broker message is dropped, used as a metric label.
+const (
+	DropInvalidUTF8 = "invalid_utf8" // the body is not valid UTF-8
+	DropNotObject   = "not_object"   // the body is not a JSON object
+	DropBadEvent    = "bad_event"    // "event" missing, empty or not a string
+	DropBadPayload  = "bad_payload"  // "payload" an array or a scalar
+	DropTooLarge    = "too_large"    // the body or its frame over the maximum event size
+)
+
+// DropReasons lists every Drop* reason, to initialize metric labels.
+var DropReasons = []string{DropInvalidUTF8, DropNotObject, DropBadEvent, DropBadPayload, DropTooLarge}
+
+// BadBodyError says why a broker message is dropped.
+type BadBodyError struct {
+	Reason string // one of the Drop* constants
+	Detail string // a sentence for the log
+}
+
+func (e *BadBodyError) Error() string { return "broker message dropped: " + e.Detail }
+
+// Is makes every BadBodyError match ErrBadBrokerBody.
+func (e *BadBodyError) Is(target error) bool { return target == ErrBadBrokerBody }
+
+func badBody(reason, format string, args ...any) error {
+	return &BadBodyError{Reason: reason, Detail: fmt.Sprintf(format, args...)}
+}
+
+// tooLarge is the error for an event over maxBytes.
+func tooLarge(what string, n, maxBytes int) error {
+	return badBody(DropTooLarge, "%s is %d bytes, over the maximum event size of %d bytes", what, n, maxBytes)
+}
 
 // PushBody is the body an application publishes to the broker, exactly as
-// myxi 1.x's push_event did: {"event": name, "payload": {...}}.
+// myxi 1.x's push_event did: {"event": name, "payload": {...}}. It refuses
+// what every node would drop: an empty event name, a payload that does not
+// encode to a JSON object (nil and null become {}), and output that is not
+// valid UTF-8 (encoding/json copies a json.RawMessage or a Marshaler's
+// bytes without checking them).
 func PushBody(event string, payload any) ([]byte, error) {
 	if event == "" {
 		return nil, errors.New("push: empty event name")
 	}
-	if payload == nil {
-		payload = emptyObject
+	if !utf8.ValidString(event) {
+		return nil, fmt.Errorf("push: event name %q is not valid UTF-8", event)
 	}
-	body, err := json.Marshal(struct {
-		Event   string `json:"event"`
-		Payload any    `json:"payload"`
-	}{event, payload})
-	if err != nil {
-		return nil, fmt.Errorf("push: encode payload of %s: %w", event, err)
+	p := []byte(emptyObject)
+	if payload != nil {
+		var err error
+		if p, err = json.Marshal(payload); err != nil {
+			return nil, fmt.Errorf("push: encode payload of %s: %w", event, err)
+		}
+		switch {
+		case isNull(p):
+			p = emptyObject
+		case p[0] != '{':
+			return nil, fmt.Errorf("push: payload of %s must encode to a JSON object, not %s", event, abbreviate(p))
+		case !utf8.Valid(p):
+			return nil, fmt.Errorf("push: payload of %s is not valid UTF-8", event)
+		}
 	}
-	return body, nil
+	name, _ := json.Marshal(event) // a valid UTF-8 string always marshals
+	body := make([]byte, 0, len(`{"event":,"payload":}`)+len(name)+len(p))
+	body = append(body, `{"event":`...)
+	body = append(body, name...)
+	body = append(body, `,"payload":`...)
+	body = append(body, p...)
+	return append(body, '}'), nil
+}
+
+// CheckEventSize reports an error when body, published to exchange and
+// routingKey, would be dropped by a node whose maximum event size is
+// maxBytes: when the body or the frame BrokerEvent makes of it is larger.
+// It encodes the frame only when the body is near the limit; maxBytes <= 0
+// means no bound.
+func CheckEventSize(exchange, routingKey string, body []byte, maxBytes int) error {
+	if maxBytes <= 0 {
+		return nil
+	}
+	if len(body) > maxBytes {
+		return tooLarge("the body", len(body), maxBytes)
+	}
+	if len(body)+frameOverhead(exchange, routingKey) <= maxBytes {
+		return nil
+	}
+	_, err := BrokerEvent(exchange, routingKey, body, maxBytes)
+	return err
+}
+
+// frameOverhead bounds what BrokerEvent adds to a body: a null tag, an
+// empty payload, and "mq" with both names escaped (at most 6 bytes per
+// byte, as in \u001f).
+func frameOverhead(exchange, routingKey string) int {
+	return len(`,"tag":null,"payload":{},"mq":{"e":"","rk":""}`) + 6*(len(exchange)+len(routingKey))
 }
 
 // BrokerEvent turns a broker message body into the frame sent to every
 // subscriber: the body's keys kept (compacted, so the frame has no raw
 // newline), "tag" defaulting to null, "payload" to {}, and "mq" always set
 // by the server to {"e": exchange, "rk": routingKey}.
-func BrokerEvent(exchange, routingKey string, body []byte) ([]byte, error) {
+//
+// It enforces PROTOCOL.md's body rules, returning a *BadBodyError: the
+// body must be valid UTF-8 and a JSON object with a non-empty string
+// "event" and a "payload" that is an object, null or absent; the body and
+// the frame must be at most maxBytes long (maxBytes <= 0: no bound). So
+// every frame it returns is valid UTF-8.
+func BrokerEvent(exchange, routingKey string, body []byte, maxBytes int) ([]byte, error) {
+	if maxBytes > 0 && len(body) > maxBytes {
+		return nil, tooLarge("the body", len(body), maxBytes)
+	}
+	// encoding/json accepts invalid UTF-8 inside strings and keeps it in a
+	// RawMessage, so it is checked here, once for every subscriber.
+	if !utf8.Valid(body) {
+		return nil, badBody(DropInvalidUTF8, "the body is not valid UTF-8")
+	}
 	var fields map[string]json.RawMessage
 	if err := json.Unmarshal(body, &fields); err != nil || fields == nil {
-		return nil, ErrBadBrokerBody
+		return nil, badBody(DropNotObject, "the body is not a JSON object: %s", abbreviate(body))
 	}
-	rawEvent, ok := fields["event"]
-	if !ok || len(rawEvent) == 0 || rawEvent[0] != '"' {
-		return nil, ErrBadBrokerBody
+	rawEvent := fields["event"]
+	if len(rawEvent) < 3 || rawEvent[0] != '"' { // `""` is the empty name
+		return nil, badBody(DropBadEvent, `"event" must be a non-empty string, not %s`, orAbsent(rawEvent))
+	}
+	payload := fields["payload"]
+	if len(payload) > 0 && !isNull(payload) && payload[0] != '{' {
+		return nil, badBody(DropBadPayload, `"payload" must be a JSON object (or null), not %s`, abbreviate(payload))
 	}
 	delete(fields, "mq")
 
@@ -53,7 +154,7 @@ func BrokerEvent(exchange, routingKey string, body []byte) ([]byte, error) {
 	buf.WriteString(`,"tag":`)
 	writeCompact(&buf, fields["tag"], Null)
 	buf.WriteString(`,"payload":`)
-	writeCompact(&buf, fields["payload"], emptyObject)
+	writeCompact(&buf, payload, emptyObject)
 	buf.WriteString(`,"mq":{"e":`)
 	writeString(&buf, exchange)
 	buf.WriteString(`,"rk":`)
@@ -76,11 +177,14 @@ func BrokerEvent(exchange, routingKey string, body []byte) ([]byte, error) {
 		writeCompact(&buf, fields[k], Null)
 	}
 	buf.WriteByte('}')
+	if maxBytes > 0 && buf.Len() > maxBytes {
+		return nil, tooLarge("the frame", buf.Len(), maxBytes)
+	}
 	return buf.Bytes(), nil
 }
 
 func writeCompact(buf *bytes.Buffer, raw json.RawMessage, fallback json.RawMessage) {
-	if len(raw) == 0 {
+	if len(raw) == 0 || isNull(raw) && fallback[0] == '{' {
 		buf.Write(fallback)
 		return
 	}
@@ -90,7 +194,29 @@ func writeCompact(buf *bytes.Buffer, raw json.RawMessage, fallback json.RawMessa
 	}
 }
 
+// writeString writes s as a JSON string; invalid UTF-8 (a routing key
+// from AMQP may hold any bytes) becomes U+FFFD.
 func writeString(buf *bytes.Buffer, s string) {
 	b, _ := json.Marshal(s) // a string always marshals
 	buf.Write(b)
+}
+
+func orAbsent(raw json.RawMessage) string {
+	if len(raw) == 0 {
+		return "absent"
+	}
+	return abbreviate(raw)
+}
+
+// abbreviate shortens raw JSON for an error message.
+func abbreviate(raw []byte) string {
+	const limit = 40
+	if len(raw) <= limit {
+		return string(raw)
+	}
+	cut := limit
+	for cut > 0 && !utf8.RuneStart(raw[cut]) {
+		cut--
+	}
+	return string(raw[:cut]) + "..."
 }

@@ -8,8 +8,10 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 )
 
 // Error names sent in the "error" field of an Error event.
@@ -124,8 +126,17 @@ type Event struct {
 	Payload any             `json:"payload"`
 }
 
+// ErrInvalidUTF8 is returned by EncodeEvent for an event that would not
+// be valid UTF-8: every text frame the server writes must be (RFC 6455
+// section 8.1 tells a browser to fail the connection otherwise).
+var ErrInvalidUTF8 = errors.New("not valid UTF-8")
+
 // EncodeEvent renders an event compactly (no raw newlines, as batched
 // frames require). A nil tag is sent as null and a nil payload as {}.
+// encoding/json copies a json.RawMessage (a tag, raw JSON given to
+// Session.Send, a webhook's reply) and a Marshaler's output without
+// checking their UTF-8, so the result is checked: an event that is not
+// valid UTF-8 is refused with ErrInvalidUTF8.
 func EncodeEvent(event string, tag json.RawMessage, payload any) ([]byte, error) {
 	if len(tag) == 0 {
 		tag = Null
@@ -133,7 +144,14 @@ func EncodeEvent(event string, tag json.RawMessage, payload any) ([]byte, error)
 	if payload == nil {
 		payload = emptyObject
 	}
-	return json.Marshal(Event{Event: event, Tag: tag, Payload: payload})
+	out, err := json.Marshal(Event{Event: event, Tag: tag, Payload: payload})
+	if err != nil {
+		return nil, err
+	}
+	if !utf8.Valid(out) {
+		return nil, fmt.Errorf("event %q: tag or payload: %w", event, ErrInvalidUTF8)
+	}
+	return out, nil
 }
 
 // ErrorPayload builds the payload of an Error event: {"error": name} plus

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"strings"
 	"testing"
+	"unicode/utf8"
 )
 
 func TestDecodeAction(t *testing.T) {
@@ -87,8 +88,37 @@ func TestEncodeEvent(t *testing.T) {
 	}
 }
 
+// encoding/json copies a json.RawMessage's bytes without checking their
+// UTF-8: EncodeEvent must refuse what would be an invalid text frame.
+func TestEncodeEventRefusesInvalidUTF8(t *testing.T) {
+	bad := json.RawMessage("{\"s\":\"\xfe\"}")
+	if out, err := json.Marshal(bad); err != nil || utf8.Valid(out) {
+		t.Fatalf("premise: json.Marshal passed invalid UTF-8 through = %q, %v", out, err)
+	}
+	cases := []struct {
+		name    string
+		tag     json.RawMessage
+		payload any
+	}{
+		{"raw payload", nil, bad},
+		{"raw tag", json.RawMessage("\"\xc3\""), nil},
+		{"raw value in a map", nil, map[string]any{"k": json.RawMessage("\"\xff\"")}},
+	}
+	for _, tc := range cases {
+		out, err := EncodeEvent("E", tc.tag, tc.payload)
+		if !errors.Is(err, ErrInvalidUTF8) {
+			t.Errorf("%s: got %q, %v; want ErrInvalidUTF8", tc.name, out, err)
+		}
+	}
+	// A Go string with invalid UTF-8 is coerced by encoding/json, not refused.
+	out, err := EncodeEvent("E", nil, map[string]string{"s": "\xfe"})
+	if err != nil || !utf8.Valid(out) {
+		t.Fatalf("string payload: %q, %v", out, err)
+	}
+}
+
 func TestBrokerEvent(t *testing.T) {
-	got, err := BrokerEvent("widgets", "42", []byte("{\n \"event\": \"WidgetQtyChanged\",\n \"payload\": {\"quantity\": 5},\n \"mq\": \"forged\", \"zeta\": [1, 2], \"alpha\": true}"))
+	got, err := BrokerEvent("widgets", "42", []byte("{\n \"event\": \"WidgetQtyChanged\",\n \"payload\": {\"quantity\": 5},\n \"mq\": \"forged\", \"zeta\": [1, 2], \"alpha\": true}"), 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -96,14 +126,73 @@ func TestBrokerEvent(t *testing.T) {
 	if string(got) != want {
 		t.Fatalf("got  %s\nwant %s", got, want)
 	}
-	got, _ = BrokerEvent("e", "k", []byte(`{"event":"E","tag":"app"}`))
-	if string(got) != `{"event":"E","tag":"app","payload":{},"mq":{"e":"e","rk":"k"}}` {
-		t.Fatalf("defaults: %s", got)
-	}
-	for _, bad := range []string{`not json`, `[1]`, `{"payload":{}}`, `{"event":5}`, `null`, `"s"`} {
-		if _, err := BrokerEvent("e", "k", []byte(bad)); !errors.Is(err, ErrBadBrokerBody) {
-			t.Errorf("%s: err = %v, want ErrBadBrokerBody", bad, err)
+	for body, want := range map[string]string{
+		`{"event":"E","tag":"app"}`:               `{"event":"E","tag":"app","payload":{},"mq":{"e":"e","rk":"k"}}`,
+		`{"event":"E","payload":null,"tag":null}`: `{"event":"E","tag":null,"payload":{},"mq":{"e":"e","rk":"k"}}`,
+		`{"event":"E","payload":{"s":"\u00e9"}}`:  `{"event":"E","tag":null,"payload":{"s":"\u00e9"},"mq":{"e":"e","rk":"k"}}`,
+		"{\"event\":\"\u00e9v\",\"payload\":{}}":  "{\"event\":\"\u00e9v\",\"tag\":null,\"payload\":{},\"mq\":{\"e\":\"e\",\"rk\":\"k\"}}",
+	} {
+		got, err := BrokerEvent("e", "k", []byte(body), 0)
+		if err != nil || string(got) != want {
+			t.Errorf("%s: got %s, %v; want %s", body, got, err, want)
 		}
+	}
+	for bad, reason := range map[string]string{
+		`not json`:                     DropNotObject,
+		`[1]`:                          DropNotObject,
+		`null`:                         DropNotObject,
+		`"s"`:                          DropNotObject,
+		`{"payload":{}}`:               DropBadEvent,
+		`{"event":5}`:                  DropBadEvent,
+		`{"event":""}`:                 DropBadEvent,
+		`{"event":null}`:               DropBadEvent,
+		`{"event":"E","payload":[1]}`:  DropBadPayload,
+		`{"event":"E","payload":"s"}`:  DropBadPayload,
+		`{"event":"E","payload":5}`:    DropBadPayload,
+		`{"event":"E","payload":true}`: DropBadPayload,
+		"{\"event\":\"E\",\"payload\":{\"s\":\"\xfe\"}}": DropInvalidUTF8,
+		"{\"event\":\"E\xc3\"}":                          DropInvalidUTF8,
+		"{\"event\":\"E\",\"x\":\"\xed\xa0\x80\"}":       DropInvalidUTF8, // an encoded surrogate
+	} {
+		_, err := BrokerEvent("e", "k", []byte(bad), 0)
+		var be *BadBodyError
+		if !errors.Is(err, ErrBadBrokerBody) || !errors.As(err, &be) || be.Reason != reason {
+			t.Errorf("%q: err = %v, want reason %s", bad, err, reason)
+		}
+	}
+}
+
+func TestBrokerEventMaxBytes(t *testing.T) {
+	body := []byte(`{"event":"E","payload":{"s":"` + strings.Repeat("x", 100) + `"}}`)
+	frame, err := BrokerEvent("ex", "rk", body, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := BrokerEvent("ex", "rk", body, len(frame)); err != nil {
+		t.Fatalf("a frame of exactly the limit: %v", err)
+	}
+	for _, limit := range []int{len(frame) - 1, len(body) - 1} {
+		_, err := BrokerEvent("ex", "rk", body, limit)
+		var be *BadBodyError
+		if !errors.As(err, &be) || be.Reason != DropTooLarge {
+			t.Errorf("limit %d: err = %v, want too_large", limit, err)
+		}
+		if err := CheckEventSize("ex", "rk", body, limit); !errors.As(err, &be) || be.Reason != DropTooLarge {
+			t.Errorf("CheckEventSize with limit %d: %v", limit, err)
+		}
+	}
+	if err := CheckEventSize("ex", "rk", body, len(frame)); err != nil {
+		t.Fatalf("CheckEventSize at the limit: %v", err)
+	}
+	// The fast path (no encoding) must agree with the frame: a body far
+	// under the limit, with the longest names, still fits.
+	long := strings.Repeat("\x01", 255)
+	frame, _ = BrokerEvent(long, long, body, 0)
+	if err := CheckEventSize(long, long, body, len(frame)); err != nil {
+		t.Fatalf("CheckEventSize with escaped names: %v", err)
+	}
+	if err := CheckEventSize(long, long, body, len(frame)-1); err == nil {
+		t.Fatal("CheckEventSize missed a frame one byte over")
 	}
 }
 
@@ -112,10 +201,33 @@ func TestPushBody(t *testing.T) {
 	if err != nil || string(b) != `{"event":"WidgetQtyChanged","payload":{"quantity":5}}` {
 		t.Fatalf("got %s, %v", b, err)
 	}
-	if _, err := PushBody("", nil); err == nil {
-		t.Fatal("empty event name must be refused")
+	for _, payload := range []any{nil, json.RawMessage("null"), map[string]int(nil)} {
+		if b, err := PushBody("E", payload); err != nil || string(b) != `{"event":"E","payload":{}}` {
+			t.Errorf("payload %#v: got %s, %v", payload, b, err)
+		}
 	}
-	if _, err := PushBody("E", func() {}); err == nil {
-		t.Fatal("unencodable payload must be an error")
+	if b, err := PushBody("E", json.RawMessage(` {"a" : 1} `)); err != nil || string(b) != `{"event":"E","payload":{"a":1}}` {
+		t.Errorf("raw payload: got %s, %v", b, err)
+	}
+	for name, tc := range map[string]struct {
+		event   string
+		payload any
+	}{
+		"empty event":         {"", nil},
+		"unencodable":         {"E", func() {}},
+		"array":               {"E", []int{1}},
+		"scalar":              {"E", "s"},
+		"raw array":           {"E", json.RawMessage(`[1]`)},
+		"invalid UTF-8 raw":   {"E", json.RawMessage("{\"s\":\"\xfe\"}")},
+		"invalid UTF-8 event": {"E\xfe", nil},
+	} {
+		if b, err := PushBody(tc.event, tc.payload); err == nil {
+			t.Errorf("%s: accepted as %q", name, b)
+		}
+	}
+	// Whatever PushBody accepts, every node forwards.
+	b, _ = PushBody("E", map[string]any{"html": "<b>&</b>", "n": nil})
+	if _, err := BrokerEvent("e", "k", b, 0); err != nil {
+		t.Fatalf("PushBody output %s dropped: %v", b, err)
 	}
 }
