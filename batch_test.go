@@ -130,6 +130,7 @@ func TestInlineDeliveryHandsOverPartialWrites(t *testing.T) {
 			t.Fatal("no raw conn: inline writes are off")
 		}
 		c.queue.maxItems, c.queue.maxBytes = 1<<20, 64<<20
+		c.writeTimeout = time.Minute // the reader below is slow under -race
 		const n = 2000
 		pad := strings.Repeat("p", 16<<10) // 32 MB in all: far more than the socket buffers
 		var inline int

@@ -11,6 +11,7 @@ import (
 
 	"github.com/myxi/myxi/broker"
 	"github.com/myxi/myxi/internal/protocol"
+	"github.com/myxi/myxi/internal/randid"
 )
 
 // Config configures a Server. It is read once, by New. Every zero value
@@ -207,7 +208,7 @@ func (c Config) withDefaults() Config {
 		c.DrainPeriod = 5 * time.Second
 	}
 	if c.NodeID == "" {
-		c.NodeID = newID()
+		c.NodeID = randid.New()
 	}
 	if c.KeepHeaders == nil {
 		c.KeepHeaders = []string{"Cookie", "User-Agent", "Authorization"}

@@ -43,11 +43,10 @@ func TestConfigFromEnv(t *testing.T) {
 		t.Fatalf("a bad port must be an error naming the variable: %v", err)
 	}
 	env["MYXI_PORT"] = ""
-	env["RABBITMQ_URL"] = "amqp://guest:guest@127.0.0.1:5672/, amqp://guest:guest@127.0.0.2:5672/"
-	if cfg, err = configFrom(func(k string) string { return env[k] }, nil); err != nil || cfg.Broker == nil {
-		t.Fatalf("RABBITMQ_URL must select RabbitMQ: %v", err)
+	env["RABBITMQ_URL"] = "amqp://guest:guest@127.0.0.1:5672/"
+	if cfg, err = configFrom(func(k string) string { return env[k] }, nil); err != nil || cfg.Broker != nil {
+		t.Fatalf("ConfigFromEnv leaves the broker to the caller: %v %v", cfg.Broker, err)
 	}
-	_ = cfg.Broker.Close()
 }
 
 func TestOriginMatching(t *testing.T) {

@@ -9,7 +9,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/myxi/myxi/broker/rabbitmq"
+	"github.com/myxi/myxi/internal/commalist"
+	"github.com/myxi/myxi/internal/randid"
 )
 
 // Environment variables read by ConfigFromEnv.
@@ -18,7 +19,7 @@ const (
 	EnvPortLegacy     = "MIXI_PORT" // the spelling myxi 1.x's README used
 	EnvPortGeneric    = "PORT"
 	EnvBindAddress    = "MYXI_BIND_ADDRESS"
-	EnvRabbitMQURL    = "RABBITMQ_URL"
+	EnvRabbitMQURL    = "RABBITMQ_URL" // read by the standalone server and the demo, not by ConfigFromEnv
 	EnvAllowedOrigins = "MYXI_ALLOWED_ORIGINS"
 	EnvTrustedProxies = "MYXI_TRUSTED_PROXIES"
 	EnvDrainPeriod    = "MYXI_DRAIN_PERIOD"
@@ -31,14 +32,14 @@ const (
 //
 //   - listen port: MYXI_PORT, else MIXI_PORT, else PORT, else 5005;
 //     address: MYXI_BIND_ADDRESS (default all interfaces);
-//   - RABBITMQ_URL (a comma-separated list for a cluster): the RabbitMQ
-//     broker, its connection named "myxi <node id>"; unset: the embedded
-//     broker;
 //   - MYXI_ALLOWED_ORIGINS and MYXI_TRUSTED_PROXIES: comma-separated lists;
 //   - MYXI_DRAIN_PERIOD: a Go duration such as "10s";
 //   - MYXI_NODE_ID: this node's name (default random).
 //
-// Exchanges, actions and the logger are the caller's to set.
+// Exchanges, actions, the logger and the broker are the caller's to set:
+// the library does not link the RabbitMQ client unless the application
+// does (the standalone server and the demo read RABBITMQ_URL themselves
+// and pass a broker/rabbitmq broker; EnvRabbitMQURL names the variable).
 func ConfigFromEnv(logger *slog.Logger) (Config, error) {
 	return configFrom(os.Getenv, logger)
 }
@@ -49,7 +50,7 @@ func configFrom(getenv func(string) string, logger *slog.Logger) (Config, error)
 	}
 	cfg := Config{Logger: logger, NodeID: getenv(EnvNodeID)}
 	if cfg.NodeID == "" {
-		cfg.NodeID = newID()
+		cfg.NodeID = randid.New()
 	}
 	port, from, err := PortFromEnv(getenv)
 	if err != nil {
@@ -59,25 +60,14 @@ func configFrom(getenv func(string) string, logger *slog.Logger) (Config, error)
 		port = 5005
 	}
 	cfg.Addr = net.JoinHostPort(strings.TrimSpace(getenv(EnvBindAddress)), strconv.Itoa(port))
-	cfg.AllowedOrigins = splitList(getenv(EnvAllowedOrigins))
-	cfg.TrustedProxies = splitList(getenv(EnvTrustedProxies))
+	cfg.AllowedOrigins = commalist.Split(getenv(EnvAllowedOrigins))
+	cfg.TrustedProxies = commalist.Split(getenv(EnvTrustedProxies))
 	if v := getenv(EnvDrainPeriod); v != "" {
 		d, err := time.ParseDuration(v)
 		if err != nil {
 			return Config{}, fmt.Errorf("%s=%q: %w", EnvDrainPeriod, v, err)
 		}
 		cfg.DrainPeriod = d
-	}
-	if urls := rabbitmq.ParseURLs(getenv(EnvRabbitMQURL)); len(urls) > 0 {
-		b, err := rabbitmq.New(rabbitmq.Config{
-			URLs:           urls,
-			ConnectionName: "myxi " + cfg.NodeID,
-			Logger:         logger,
-		})
-		if err != nil {
-			return Config{}, fmt.Errorf("%s: %w", EnvRabbitMQURL, err)
-		}
-		cfg.Broker = b
 	}
 	return cfg, nil
 }
@@ -99,14 +89,4 @@ func PortFromEnv(getenv func(string) string) (port int, variable string, err err
 		return n, name, nil
 	}
 	return 0, "", nil
-}
-
-func splitList(v string) []string {
-	var out []string
-	for _, item := range strings.Split(v, ",") {
-		if item = strings.TrimSpace(item); item != "" {
-			out = append(out, item)
-		}
-	}
-	return out
 }

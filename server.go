@@ -2,9 +2,7 @@ package myxi
 
 import (
 	"context"
-	"crypto/rand"
 	"encoding/binary"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -24,6 +22,7 @@ import (
 	"github.com/myxi/myxi/broker/memory"
 	"github.com/myxi/myxi/internal/hub"
 	"github.com/myxi/myxi/internal/protocol"
+	"github.com/myxi/myxi/internal/randid"
 )
 
 // Server is a Myxi node: it accepts WebSocket sessions, runs their
@@ -352,7 +351,7 @@ func refuseOverloaded(nc net.Conn) {
 }
 
 func (s *Server) newConn(nc net.Conn, r *http.Request) *conn {
-	id := newID()
+	id := randid.New()
 	ctx, cancel := context.WithCancel(s.ctx)
 	l := s.cfg.Limits
 	cn := &conn{
@@ -572,12 +571,6 @@ func (s *Server) Shutdown(ctx context.Context) error {
 
 // Draining reports whether Shutdown has begun.
 func (s *Server) Draining() bool { return s.draining.Load() }
-
-func newID() string {
-	var id [8]byte
-	_, _ = rand.Read(id[:])
-	return hex.EncodeToString(id[:])
-}
 
 // bindCounter counts broker bindings for metrics.
 type bindCounter struct {

@@ -58,11 +58,18 @@ func run(ctx context.Context, logger *slog.Logger, dbPath string) error {
 	}
 	defer store.Close()
 
-	// The library reads the environment only here: RABBITMQ_URL picks the
-	// broker, MYXI_PORT / PORT the port.
+	// The library reads the environment only here (MYXI_PORT / PORT, the
+	// origins, the node id); RABBITMQ_URL, when set, picks RabbitMQ.
 	cfg, err := myxi.ConfigFromEnv(logger)
 	if err != nil {
 		return err
+	}
+	if urls := rabbitmq.ParseURLs(os.Getenv(myxi.EnvRabbitMQURL)); len(urls) > 0 {
+		b, err := rabbitmq.New(rabbitmq.Config{URLs: urls, ConnectionName: "myxi " + cfg.NodeID, Logger: logger})
+		if err != nil {
+			return fmt.Errorf("%s: %w", myxi.EnvRabbitMQURL, err)
+		}
+		cfg.Broker = b
 	}
 	if _, from, _ := myxi.PortFromEnv(os.Getenv); from == "" { // a bad value already failed ConfigFromEnv
 		cfg.Addr = net.JoinHostPort(os.Getenv(myxi.EnvBindAddress), defaultPort) // the demo's port, not Myxi's 5005
@@ -77,7 +84,7 @@ func run(ctx context.Context, logger *slog.Logger, dbPath string) error {
 
 	// Myxi mounted into the application's own echo server: the page and
 	// the API are the demo's routes; WebSocket upgrades at "/" and "/ws",
-	// /myxi.js, /healthz, /readyz and /metrics are Myxi's.
+	// /myxi.js, /healthz and /readyz are Myxi's.
 	e := echo.New()
 	e.HideBanner, e.HidePort = true, true
 	e.Use(middleware.Recover())

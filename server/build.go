@@ -2,8 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -22,6 +20,7 @@ import (
 	"github.com/myxi/myxi/broker/rabbitmq"
 	"github.com/myxi/myxi/httpapi"
 	"github.com/myxi/myxi/internal/config"
+	"github.com/myxi/myxi/internal/randid"
 )
 
 // httpShutdownTimeout bounds the wait for HTTP requests in flight (API
@@ -76,7 +75,7 @@ func newHTTPServer(h http.Handler, t httpTimeouts, logger *slog.Logger) *http.Se
 func build(cfg *config.Config, logger *slog.Logger) (*app, error) {
 	nodeID := cfg.Server.NodeID
 	if nodeID == "" {
-		nodeID = randomID()
+		nodeID = randid.New()
 	}
 	mc := myxi.Config{
 		Addr:                net.JoinHostPort(cfg.Server.Bind, strconv.Itoa(cfg.Server.Port)),
@@ -374,12 +373,6 @@ func serveMetrics(addr string, h http.Handler, logger *slog.Logger) (stop func()
 	go func() { _ = hs.Serve(ln) }()
 	logger.Info("serving metrics", "addr", ln.Addr().String(), "path", "/metrics")
 	return func() { _ = hs.Close() }, nil
-}
-
-func randomID() string {
-	var b [8]byte
-	_, _ = rand.Read(b[:])
-	return hex.EncodeToString(b[:])
 }
 
 // raiseOpenFileLimit lifts the soft RLIMIT_NOFILE to the hard limit: each

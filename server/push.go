@@ -14,8 +14,10 @@ import (
 	"strings"
 	"time"
 
-	"github.com/myxi/myxi"
 	amqp "github.com/rabbitmq/amqp091-go"
+
+	"github.com/myxi/myxi"
+	"github.com/myxi/myxi/internal/randid"
 
 	"github.com/myxi/myxi/broker/rabbitmq"
 	"github.com/myxi/myxi/internal/config"
@@ -180,7 +182,7 @@ func (c *cli) pushAMQP(ctx context.Context, urls []string, exchange, routingKey 
 // errors say why each failed (refused, no such host, wrong password).
 func dialAMQP(ctx context.Context, urls []string) (*amqp.Connection, error) {
 	props := amqp.NewConnectionProperties()
-	props.SetClientConnectionName("myxi push " + randomID())
+	props.SetClientConnectionName("myxi push " + randid.New())
 	var errs []error
 	for _, u := range urls {
 		if ctx.Err() != nil {

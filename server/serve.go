@@ -17,7 +17,9 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/myxi/myxi/internal/commalist"
 	"github.com/myxi/myxi/internal/config"
+	"github.com/myxi/myxi/internal/randid"
 )
 
 // serve runs the server until SIGINT or SIGTERM (or ctx ends), then
@@ -64,7 +66,7 @@ func (c *cli) serve(ctx context.Context, args []string) error {
 	}
 	generatedKey := ""
 	if *dev && len(cfg.API.Keys) == 0 {
-		generatedKey = randomID() + randomID()
+		generatedKey = randid.New() + randid.New()
 		cfg.API.Keys = []string{generatedKey}
 		cfg.Set("api.keys", "-dev")
 	}
@@ -131,12 +133,12 @@ func applyFlags(cfg *config.Config, fs *flag.FlagSet) error {
 			set("server.bind")
 		case "exchanges":
 			// Replaces MYXI_EXCHANGES, the only other source of these.
-			cfg.PublicExchanges = config.SplitList(value)
+			cfg.PublicExchanges = commalist.Split(value)
 		case "rabbitmq":
-			cfg.Broker.RabbitMQURLs = config.SplitList(value)
+			cfg.Broker.RabbitMQURLs = commalist.Split(value)
 			set("broker.rabbitmq_urls")
 		case "allowed-origins":
-			cfg.Server.AllowedOrigins = config.SplitList(value)
+			cfg.Server.AllowedOrigins = commalist.Split(value)
 			set("server.allowed_origins")
 		case "drain":
 			cfg.Server.DrainPeriod = f.Value.(flag.Getter).Get().(time.Duration)

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 
 	"github.com/myxi/myxi/internal/protocol"
+	"github.com/myxi/myxi/internal/randid"
 )
 
 // Publisher pushes events from a process that is not a socket server (a
@@ -50,7 +51,7 @@ func NewPublisher(ctx context.Context, cfg PublisherConfig) (*Publisher, error) 
 		cfg.MaxEventBytes = protocol.DefaultMaxEventBytes
 	}
 	if cfg.Name == "" {
-		cfg.Name = "myxi publisher " + randomID()
+		cfg.Name = "myxi publisher " + randid.New()
 	}
 	b, err := New(Config{URLs: cfg.URLs, ConnectionName: cfg.Name, Logger: cfg.Logger})
 	if err != nil {

@@ -53,13 +53,10 @@ package rabbitmq
 
 import (
 	"context"
-	crand "crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -67,6 +64,8 @@ import (
 	amqp "github.com/rabbitmq/amqp091-go"
 
 	"github.com/myxi/myxi/broker"
+	"github.com/myxi/myxi/internal/commalist"
+	"github.com/myxi/myxi/internal/randid"
 )
 
 // Defaults of Config.
@@ -121,15 +120,7 @@ type Config struct {
 }
 
 // ParseURLs splits a comma-separated list of AMQP URLs, dropping blanks.
-func ParseURLs(list string) []string {
-	var urls []string
-	for _, u := range strings.Split(list, ",") {
-		if u = strings.TrimSpace(u); u != "" {
-			urls = append(urls, u)
-		}
-	}
-	return urls
-}
+func ParseURLs(list string) []string { return commalist.Split(list) }
 
 // Broker is a broker.Broker on RabbitMQ.
 type Broker struct {
@@ -201,7 +192,7 @@ func New(cfg Config) (*Broker, error) {
 		return nil, err
 	}
 	if cfg.ConnectionName == "" {
-		cfg.ConnectionName = "myxi " + randomID()
+		cfg.ConnectionName = "myxi " + randid.New()
 	}
 	if cfg.ReconnectMin <= 0 {
 		cfg.ReconnectMin = 100 * time.Millisecond
@@ -930,12 +921,6 @@ func (b *Broker) Close() error {
 // jitter spreads d by ±20%.
 func jitter(d time.Duration) time.Duration {
 	return d + time.Duration((rand.Float64()*0.4-0.2)*float64(d))
-}
-
-func randomID() string {
-	var id [8]byte
-	_, _ = crand.Read(id[:])
-	return hex.EncodeToString(id[:])
 }
 
 // redact hides the password of an AMQP URL for logs.

@@ -8,6 +8,7 @@ import (
 
 	"github.com/myxi/myxi"
 	"github.com/myxi/myxi/broker/rabbitmq"
+	"github.com/myxi/myxi/internal/commalist"
 )
 
 // Environment variables that override the file. Those of myxi 1.x and of
@@ -69,7 +70,7 @@ func (c *Config) ApplyEnv(getenv func(string) string) error {
 	}
 	list := func(name, key string, dst *[]string) {
 		if v := getenv(name); strings.TrimSpace(v) != "" {
-			*dst = SplitList(v)
+			*dst = commalist.Split(v)
 			c.Set(key, name)
 		}
 	}
@@ -92,7 +93,7 @@ func (c *Config) ApplyEnv(getenv func(string) string) error {
 		c.Broker.RabbitMQURLs = rabbitmq.ParseURLs(v)
 		c.Set("broker.rabbitmq_urls", myxi.EnvRabbitMQURL)
 	}
-	c.PublicExchanges = append(c.PublicExchanges, SplitList(getenv(EnvExchanges))...)
+	c.PublicExchanges = append(c.PublicExchanges, commalist.Split(getenv(EnvExchanges))...)
 	if v := strings.TrimSpace(getenv(EnvAPIKey)); v != "" {
 		c.API.Keys = []string{v}
 		c.Set("api.keys", EnvAPIKey)
@@ -117,15 +118,4 @@ func ParsePort(v string) (int, error) {
 		return 0, fmt.Errorf("not a port number (0-65535)")
 	}
 	return n, nil
-}
-
-// SplitList splits a comma-separated list, dropping blanks.
-func SplitList(v string) []string {
-	var out []string
-	for _, item := range strings.Split(v, ",") {
-		if item = strings.TrimSpace(item); item != "" {
-			out = append(out, item)
-		}
-	}
-	return out
 }
