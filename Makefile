@@ -30,7 +30,7 @@ test-broker-outage: ## stops and restarts RabbitMQ: runs alone, after the other 
 	MYXI_BROKER_STOP_TEST=1 $(GO) test -race -count=1 -run '^TestBrokerOutage$$' -v .
 
 test-cluster: ## a fresh three-node RabbitMQ cluster on this machine (AMQP 5701-5703, never the shared node): up, the cluster tests, down
-	scripts/rabbitmq-cluster/cluster.sh run -- $(GO) test -race -count=1 -v ./internal/clustertest/
+	scripts/rabbitmq-cluster/cluster.sh run -- $(GO) test -race -count=1 -timeout 5m -v ./internal/clustertest/
 
 fuzz: ## each fuzz target for a short, bounded time
 	@for target in $$($(GO) test -list '^Fuzz' ./internal/protocol | grep '^Fuzz'); do \

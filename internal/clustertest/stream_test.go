@@ -156,7 +156,7 @@ func declareStream(ctx context.Context, url, queue string) error {
 	if err != nil {
 		return err
 	}
-	defer conn.Close()
+	defer closeConn(conn)
 	ch, err := conn.Channel()
 	if err != nil {
 		return fmt.Errorf("channel: %w", err)
@@ -185,13 +185,19 @@ func deleteQueue(t *testing.T, c *Cluster, queue string) {
 		if err == nil {
 			_, err = ch.QueueDelete(queue, false, false, false)
 		}
-		_ = conn.Close()
+		closeConn(conn)
 		if err == nil {
 			return
 		}
 		errs = append(errs, err)
 	}
 	t.Errorf("deleting %s: %v", queue, errors.Join(errs...))
+}
+
+// closeConn closes conn, waiting at most 5s for the broker's answer (a
+// node that has just stopped never answers).
+func closeConn(conn *amqp.Connection) {
+	_ = conn.CloseDeadline(time.Now().Add(5 * time.Second))
 }
 
 func dial(url string) (*amqp.Connection, error) {
@@ -213,12 +219,12 @@ func publishSeqs(ctx context.Context, url, queue string, total int, confirmed fu
 	var ch *amqp.Channel
 	defer func() {
 		if conn != nil {
-			_ = conn.Close()
+			closeConn(conn)
 		}
 	}()
 	open := func() error {
 		if conn != nil {
-			_ = conn.Close()
+			closeConn(conn)
 		}
 		var err error
 		if conn, err = dial(url); err != nil {
@@ -310,7 +316,7 @@ func consumeOnce(ctx context.Context, url, queue string, offset any, done func([
 	if err != nil {
 		return nil, err
 	}
-	defer conn.Close()
+	defer closeConn(conn)
 	ch, err := conn.Channel()
 	if err != nil {
 		return nil, fmt.Errorf("channel: %w", err)

@@ -93,6 +93,9 @@ env_args() {
 		RABBITMQ_SCHEDULER_BUSY_WAIT_THRESHOLD=none
 		"RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS=+sbwt none +sbwtdcpu none +sbwtdio none -kernel inet_dist_use_interface {127,0,0,1}"
 		ERL_EPMD_ADDRESS=127.0.0.1
+		# Crash dumps (a CLI that cannot reach its node writes one) stay in
+		# the cluster's directory, never in the caller's.
+		ERL_CRASH_DUMP="$d/log/erl_crash.dump"
 	)
 }
 
@@ -100,6 +103,7 @@ ctl() {
 	local n=$1
 	shift
 	check_node_arg "$n"
+	[ -d "$(node_dir "$n")" ] || die "no cluster in $BASE (start one: $SELF up)"
 	node_env "$n" "$RMQ_SBIN/rabbitmqctl" -n "$(node_name "$n")" "$@"
 }
 
@@ -297,10 +301,13 @@ ctl)
 	;;
 stop-node)
 	check_node_arg "${1:-}"
+	[ -d "$(node_dir "$1")" ] || die "no cluster in $BASE"
 	stop_node "$1"
 	;;
 start-node)
 	check_node_arg "${1:-}"
+	[ -d "$(node_dir "$1")" ] || die "no cluster in $BASE"
+	group_alive "$1" && die "node $1 is running"
 	start_node "$1"
 	await_node "$1"
 	;;
