@@ -4,7 +4,7 @@ GO ?= go
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 FUZZTIME ?= 10s
 
-.PHONY: run demo test test-go test-examples test-broker-outage test-js test-e2e lint fuzz bench generate deps
+.PHONY: run demo test test-go test-examples test-broker-outage test-cluster test-js test-e2e lint fuzz bench generate deps
 
 run: ## the standalone server with an open "widgets" exchange, embedded broker; prints an API key and how to publish
 	$(GO) run ./server -dev -exchanges widgets
@@ -32,6 +32,9 @@ test-examples: ## every program of examples/ and the README's command blocks aga
 
 test-broker-outage: ## stops and restarts RabbitMQ: runs alone, after the other Go tests
 	MYXI_BROKER_STOP_TEST=1 $(GO) test -race -count=1 -run '^TestBrokerOutage$$' -v .
+
+test-cluster: ## a fresh three-node RabbitMQ cluster on this machine (AMQP 5701-5703, never the shared node): up, the cluster tests, down
+	scripts/rabbitmq-cluster/cluster.sh run -- $(GO) test -race -count=1 -timeout 5m -v ./internal/clustertest/
 
 fuzz: ## each fuzz target for a short, bounded time
 	@for target in $$($(GO) test -list '^Fuzz' ./internal/protocol | grep '^Fuzz'); do \
