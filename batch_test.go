@@ -161,3 +161,34 @@ func TestInlineDeliveryHandsOverPartialWrites(t *testing.T) {
 		}
 	}
 }
+
+// An event with many subscribers is split between the delivering
+// goroutine and the workers; every subscriber gets it exactly once.
+func TestFanoutChunks(t *testing.T) {
+	srv, err := New(Config{Exchanges: map[string]AuthorizeFunc{"e": AllowAll}, ReauthorizeInterval: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Shutdown(context.Background())
+	conns := make([]*conn, 3*fanoutChunk+7)
+	for i := range conns {
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		c := &conn{srv: srv, ctx: ctx, cancel: cancel}
+		c.queue = sendQueue{maxItems: 16, maxBytes: 1 << 20}
+		c.log, c.m = srv.log, srv.metrics
+		c.writing.Store(true) // no socket: every delivery stays queued
+		conns[i] = c
+	}
+	for range 5 {
+		srv.fanout(newFrame([]byte(`{"event":"E"}`)), conns)
+	}
+	for i, c := range conns {
+		if n := len(c.queue.items); n != 5 {
+			t.Fatalf("subscriber %d got %d events, want 5", i, n)
+		}
+	}
+}

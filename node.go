@@ -50,6 +50,8 @@ type Server struct {
 	ctx    context.Context // parent of every session; ended by Shutdown
 	cancel context.CancelFunc
 
+	fanoutJobs chan fanoutJob // to the fan-out workers (fanout.go)
+
 	mu    sync.Mutex
 	conns map[*conn]struct{}
 	count atomic.Int64
@@ -135,6 +137,7 @@ func (s *Server) Start(ctx context.Context) error {
 			names = append(names, name)
 		}
 		slices.Sort(names)
+		s.startFanout() // before the first delivery
 		if err := s.broker.Start(ctx, names, s.deliver); err != nil {
 			s.startErr = fmt.Errorf("myxi: start broker: %w", err)
 			s.fail(s.startErr)
@@ -172,11 +175,7 @@ func (s *Server) deliver(m broker.Message) {
 	f := newFrame(data)
 	f.shared, f.received = true, time.Now()
 	written := 0
-	n := s.hub.Each(m.Exchange, m.RoutingKey, func(c *conn) {
-		if c.deliver(f) {
-			written++
-		}
-	})
+	n := s.hub.All(m.Exchange, m.RoutingKey, func(conns []*conn) { written = s.fanout(f, conns) })
 	s.metrics.eventsIn.Inc()
 	s.metrics.fanout.Add(float64(n))
 	if written > 0 {

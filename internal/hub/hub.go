@@ -178,6 +178,19 @@ func (t *topic[S]) remove(s S) bool {
 // how many there were. fn runs under the topic's read lock: it must not
 // block nor call back into the hub.
 func (h *Hub[S]) Each(exchange, routingKey string, fn func(S)) int {
+	return h.All(exchange, routingKey, func(subs []S) {
+		for _, s := range subs {
+			fn(s)
+		}
+	})
+}
+
+// All calls fn once with the subscribers of (exchange, routingKey), if
+// any, and returns how many there are. The slice is the hub's own and
+// is valid only until fn returns; fn runs under the topic's read lock (it
+// may hand parts of the slice to other goroutines and wait for them, but
+// must not block on anything else nor call back into the hub).
+func (h *Hub[S]) All(exchange, routingKey string, fn func([]S)) int {
 	k := key{exchange, routingKey}
 	sh := h.shardFor(k)
 	sh.mu.RLock()
@@ -188,8 +201,8 @@ func (h *Hub[S]) Each(exchange, routingKey string, fn func(S)) int {
 	}
 	t.subsMu.RLock()
 	defer t.subsMu.RUnlock()
-	for _, s := range t.subs {
-		fn(s)
+	if len(t.subs) > 0 {
+		fn(t.subs)
 	}
 	return len(t.subs)
 }
