@@ -151,6 +151,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	if err != nil {
 		_ = ln.Close()
 		s.fail(err)
+		_ = s.Shutdown(context.WithoutCancel(ctx))
 		return err
 	}
 	defer stopMetrics()

@@ -141,6 +141,8 @@ func (s *Server) Start(ctx context.Context) error {
 		if err := s.broker.Start(ctx, names, s.deliver); err != nil {
 			s.startErr = fmt.Errorf("myxi: start broker: %w", err)
 			s.fail(s.startErr)
+			s.cancel() // the fan-out workers
+			s.wg.Wait()
 			return
 		}
 		if s.cfg.ReauthorizeInterval > 0 {
