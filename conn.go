@@ -86,18 +86,9 @@ func (c *conn) sendInternalError(tag json.RawMessage) {
 // handleFrame runs one client message. Every frame, valid or not, costs
 // a token first; over the limit, frames are dropped undecoded.
 func (c *conn) handleFrame(data []byte) {
-	if c.frames != nil {
-		now := time.Now()
-		if !c.frames.AllowN(now, 1) {
-			if c.credit <= 0 {
-				c.refuse(now, data)
-				return
-			}
-			c.credit--
-		}
-		if now.Sub(c.lastReject) > time.Second {
-			c.firstReject = time.Time{}
-		}
+	if now := time.Now(); !c.admit(now) {
+		c.refuse(now, data)
+		return
 	}
 	action, err := protocol.DecodeAction(data)
 	if err != nil {
@@ -110,6 +101,34 @@ func (c *conn) handleFrame(data []byte) {
 	}
 	outcome := c.dispatch(action)
 	c.srv.metrics.actions.WithLabelValues(c.srv.actionLabel(action.Name), outcome).Inc()
+}
+
+// admit takes a token for one frame from the frame bucket, or from the
+// welcome credit; it reports false when the socket is over its limit.
+func (c *conn) admit(now time.Time) bool {
+	if c.frames == nil {
+		return true
+	}
+	if !c.frames.AllowN(now, 1) {
+		if c.credit <= 0 {
+			return false
+		}
+		c.credit--
+	}
+	if now.Sub(c.lastReject) > time.Second {
+		c.firstReject = time.Time{}
+	}
+	return true
+}
+
+// allowPing rate-limits the client's WebSocket pings like its actions:
+// a ping over the limit gets no pong and counts towards the flood close.
+func (c *conn) allowPing() bool {
+	if now := time.Now(); !c.admit(now) {
+		c.refuse(now, nil)
+		return false
+	}
+	return true
 }
 
 // refuse handles a frame over the rate limit: at most one RateLimited
@@ -127,8 +146,8 @@ func (c *conn) refuse(now time.Time, data []byte) {
 		c.closeWith(closePolicy, "flooding: over the action rate limit")
 		return
 	}
-	if now.Sub(c.lastReply) < time.Second {
-		return
+	if data == nil || now.Sub(c.lastReply) < time.Second {
+		return // a ping, or a RateLimited already sent this second
 	}
 	c.lastReply = now
 	tag := protocol.Null

@@ -370,6 +370,7 @@ func (s *Server) newConn(nc net.Conn, r *http.Request) *conn {
 	cn.log = s.log.With("session", id)
 	cn.m = s.metrics
 	cn.onClose = cancel
+	cn.admitPing = cn.allowPing
 	// A session ends through closeWith, also when the whole server stops.
 	context.AfterFunc(ctx, func() { cn.closeWith(closeGoingAway, "server shutting down") })
 	if l.ActionsPerSecond > 0 {

@@ -83,6 +83,9 @@ type transport struct {
 	// onClose runs once, when closing begins (the session cancels its
 	// context there).
 	onClose func()
+	// admitPing, when set, decides on the reader goroutine whether a
+	// client's ping gets a pong (the session's rate limit).
+	admitPing func() bool
 
 	queue   sendQueue
 	writing atomic.Bool     // the writer token
@@ -408,7 +411,7 @@ func (t *transport) readError(err error) error {
 func (t *transport) control(op byte, payload []byte) error {
 	switch op {
 	case opPing:
-		if !t.closing.Load() {
+		if !t.closing.Load() && (t.admitPing == nil || t.admitPing()) {
 			p := append([]byte(nil), payload...)
 			t.pong.Store(&p)
 			t.kick()

@@ -388,3 +388,53 @@ func TestExchangeNames(t *testing.T) {
 		t.Errorf("a valid name refused: %v", err)
 	}
 }
+
+// WebSocket pings count against the action rate limit: a ping flooder
+// gets no pong over the limit and is closed with 1008.
+func TestPingFlooderClosed(t *testing.T) {
+	ts := startServer(t, "memory", func(c *myxi.Config) {
+		c.Limits.ActionsPerSecond = 10
+		c.Limits.ActionBurst = 10
+		c.Limits.MaxSubscriptions = 1
+	})
+	c := dialRaw(t, ts.WS)
+	done := make(chan struct{})
+	defer close(done)
+	go func() {
+		ping := []byte{0x89, 0x80, 1, 2, 3, 4} // masked, empty
+		for i := 0; i < 200000; i++ {
+			select {
+			case <-done:
+				return
+			default:
+			}
+			if _, err := c.nc.Write(ping); err != nil {
+				return
+			}
+			time.Sleep(100 * time.Microsecond) // ~10k pings/s, bounded to 20 s
+		}
+	}()
+	start := time.Now()
+	var pongs int
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		f, err := c.read(time.Until(deadline))
+		if err != nil {
+			t.Fatalf("no 1008 within 15s (%d pongs): %v", pongs, err)
+		}
+		if f.op == 0xa {
+			pongs++
+		}
+		if f.op == 0x8 {
+			if code := int(binary.BigEndian.Uint16(f.payload)); code != 1008 {
+				t.Fatalf("closed with %d, want 1008", code)
+			}
+			break
+		}
+	}
+	t.Logf("closed after %v; %d pongs", time.Since(start).Round(time.Millisecond), pongs)
+	// ~5 s at 10/s plus the burst and the credit: far fewer than the pings sent.
+	if pongs > 100 {
+		t.Fatalf("%d pongs: pings over the limit were answered", pongs)
+	}
+}
