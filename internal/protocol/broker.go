@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"unicode/utf8"
 )
 
@@ -163,9 +164,7 @@ func BrokerEvent(exchange, routingKey string, body []byte, maxBytes int) ([]byte
 
 	extra := make([]string, 0, len(fields))
 	for k := range fields {
-		switch k {
-		case "event", "tag", "payload":
-		default:
+		if !reservedKey(k) {
 			extra = append(extra, k)
 		}
 	}
@@ -219,4 +218,17 @@ func abbreviate(raw []byte) string {
 		cut--
 	}
 	return string(raw[:cut]) + "..."
+}
+
+// reservedKey reports whether a body's key is, or differs only in case
+// from, a key the server writes itself: Go's encoding/json matches struct
+// fields without regard to case, so a "pAYlOAd" or an "Mq" passed through
+// could override the real one in a Go client.
+func reservedKey(k string) bool {
+	for _, r := range [...]string{"event", "tag", "payload", "mq"} {
+		if strings.EqualFold(k, r) {
+			return true
+		}
+	}
+	return false
 }

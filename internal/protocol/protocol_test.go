@@ -231,3 +231,16 @@ func TestPushBody(t *testing.T) {
 		t.Fatalf("PushBody output %s dropped: %v", b, err)
 	}
 }
+
+// Keys that differ from the server's own only in case are not passed
+// through: Go's encoding/json would let them override the real ones.
+func TestBrokerEventDropsLookalikeKeys(t *testing.T) {
+	out, err := BrokerEvent("ex", "k", []byte(`{"event":"E","payload":{"a":1},"pAYlOAd":[],"Mq":{"e":"spoof"},"TAG":1,"Event":"F","x":2}`), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := `{"event":"E","tag":null,"payload":{"a":1},"mq":{"e":"ex","rk":"k"},"x":2}`
+	if string(out) != want {
+		t.Fatalf("got  %s\nwant %s", out, want)
+	}
+}
