@@ -353,7 +353,10 @@ func refuseOverloaded(nc net.Conn) {
 
 func (s *Server) newConn(nc net.Conn, r *http.Request) *conn {
 	id := randid.New()
-	ctx, cancel := context.WithCancel(s.ctx)
+	// Not derived from s.ctx: a child of a long-lived context costs an
+	// entry in its children map and an AfterFunc per session. Shutdown
+	// closes every session itself.
+	ctx, cancel := context.WithCancel(context.Background())
 	l := s.cfg.Limits
 	cn := &conn{
 		srv:    s,
@@ -371,8 +374,6 @@ func (s *Server) newConn(nc net.Conn, r *http.Request) *conn {
 	cn.m = s.metrics
 	cn.onClose = cancel
 	cn.admitPing = cn.allowPing
-	// A session ends through closeWith, also when the whole server stops.
-	context.AfterFunc(ctx, func() { cn.closeWith(closeGoingAway, "server shutting down") })
 	if l.ActionsPerSecond > 0 {
 		cn.frames = rate.NewLimiter(rate.Limit(l.ActionsPerSecond), l.ActionBurst)
 		// Keys refill at the action rate, but a new session starts with
@@ -562,7 +563,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 			grace.Stop()
 		}
 	}
-	s.cancel() // ends every remaining session context and the background loops
+	s.cancel() // ends the background loops
 	s.wg.Wait()
 	if cerr := s.broker.Close(); cerr != nil && err == nil {
 		err = fmt.Errorf("myxi: close broker: %w", cerr)

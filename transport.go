@@ -39,7 +39,7 @@ const closeGrace = time.Second
 
 // readBufferSize is the transport's read buffer: client frames are small
 // actions, and an idle connection should hold little.
-const readBufferSize = 512
+const readBufferSize = 256
 
 // protocolError ends a connection with a close code because the client
 // broke the framing rules; the stream cannot be read any further.
