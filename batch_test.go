@@ -192,3 +192,29 @@ func TestFanoutChunks(t *testing.T) {
 		}
 	}
 }
+
+// Deliveries that come back to back (a backlog) are queued, so that the
+// writers can put several in one write; spaced ones are written inline.
+func TestFanoutQueuesWhenBehind(t *testing.T) {
+	c, client := writerPair(t, true)
+	srv := c.srv
+	ev := func(received time.Time) *frame {
+		f := newFrame([]byte(`{"event":"E","tag":null,"payload":{}}`))
+		f.shared, f.received = true, received
+		return f
+	}
+	if n := srv.fanout(ev(time.Now()), []*conn{c}); n != 1 {
+		t.Fatalf("first delivery: %d written inline, want 1", n)
+	}
+	// The next message was waiting when the last fan-out ended.
+	justAfter := time.Unix(0, srv.lastFanoutEnd.Load()+1)
+	if n := srv.fanout(ev(justAfter), []*conn{c}); n != 0 {
+		t.Fatalf("back-to-back delivery: %d written inline, want it queued", n)
+	}
+	readFrame(t, client)
+	readFrame(t, client)
+	caughtUp := time.Unix(0, srv.lastFanoutEnd.Load()).Add(2 * backlogGap)
+	if n := srv.fanout(ev(caughtUp), []*conn{c}); n != 1 {
+		t.Fatalf("delivery after a gap: %d written inline, want 1", n)
+	}
+}

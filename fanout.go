@@ -4,6 +4,7 @@ import (
 	"runtime"
 	"sync"
 	"sync/atomic"
+	"time"
 )
 
 // fanoutChunk is the fewest subscribers worth handing to another
@@ -47,9 +48,27 @@ func (s *Server) startFanout() {
 	}
 }
 
-// fanout hands f to conns, splitting a long list between the calling
-// goroutine and idle workers, and returns how many were written at once.
+// backlogGap: a delivery that starts within this long of the previous
+// one's end found the next broker message already waiting, so the node
+// is behind.
+const backlogGap = 100 * time.Microsecond
+
+// fanout hands f to conns and returns how many were written at once.
+//
+// While the node keeps up, each connection gets f with an inline write
+// (transport.deliver), a long list split between the calling goroutine
+// and idle workers. When deliveries come back to back (a backlog), it
+// only queues f to each connection instead: their writer goroutines then
+// write on every core and put what has piled up for a client in one
+// write (one frame for ?batch=1 clients), which inline writes never do.
 func (s *Server) fanout(f *frame, conns []*conn) int {
+	defer func() { s.lastFanoutEnd.Store(time.Now().UnixNano()) }()
+	if s.behind(f.received) {
+		for _, c := range conns {
+			_ = c.enqueue(f)
+		}
+		return 0
+	}
 	parts := min(runtime.GOMAXPROCS(0), len(conns)/fanoutChunk)
 	if parts < 2 || s.fanoutJobs == nil {
 		return deliverAll(f, conns)
@@ -79,4 +98,11 @@ func deliverAll(f *frame, conns []*conn) int {
 		}
 	}
 	return written
+}
+
+// behind reports whether a delivery that started at start follows the
+// previous fan-out too closely (see backlogGap).
+func (s *Server) behind(start time.Time) bool {
+	last := s.lastFanoutEnd.Load()
+	return last != 0 && start.UnixNano()-last < int64(backlogGap)
 }

@@ -50,7 +50,8 @@ type Server struct {
 	ctx    context.Context // parent of every session; ended by Shutdown
 	cancel context.CancelFunc
 
-	fanoutJobs chan fanoutJob // to the fan-out workers (fanout.go)
+	fanoutJobs    chan fanoutJob // to the fan-out workers (fanout.go)
+	lastFanoutEnd atomic.Int64   // unix nanos when the last fan-out ended
 
 	mu    sync.Mutex
 	conns map[*conn]struct{}
