@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -213,6 +214,14 @@ func TestFanoutQueuesWhenBehind(t *testing.T) {
 	}
 	readFrame(t, client)
 	readFrame(t, client)
+	// The queued event's writer goroutine gives the token back right
+	// after its write; inline writes need it free.
+	for deadline := time.Now().Add(5 * time.Second); c.writing.Load(); {
+		if time.Now().After(deadline) {
+			t.Fatal("the writer kept the token")
+		}
+		runtime.Gosched()
+	}
 	caughtUp := time.Unix(0, srv.lastFanoutEnd.Load()).Add(2 * backlogGap)
 	if n := srv.fanout(ev(caughtUp), []*conn{c}); n != 1 {
 		t.Fatalf("delivery after a gap: %d written inline, want 1", n)
