@@ -25,8 +25,8 @@ lint:
 	$(GO) vet ./...
 	$(GO) run $(STATICCHECK) ./...
 
-test-go: ## every Go package but examples/ (test-examples runs those)
-	$(GO) test -race -count=1 $$($(GO) list ./... | grep -v '/examples')
+test-go: ## every Go package but examples/ (test-examples runs those) and internal/clustertest (test-cluster runs it on its own cluster)
+	$(GO) test -race -count=1 $$($(GO) list ./... | grep -v -e '/examples' -e '/internal/clustertest')
 
 test-examples: ## every program of examples/ and the README's command blocks against the real server; the page in Chromium
 	$(GO) test -race -count=1 ./examples/...
