@@ -227,3 +227,16 @@ func TestFanoutQueuesWhenBehind(t *testing.T) {
 		t.Fatalf("delivery after a gap: %d written inline, want 1", n)
 	}
 }
+
+// The closing deadline only moves closer: closeWith's generous bound,
+// when it runs after the writer has sent the Close and set the short
+// one, must not undo it.
+func TestCloseDeadlineOnlyMovesCloser(t *testing.T) {
+	c, _ := writerPair(t, false)
+	soon := time.Now().Add(closeGrace)
+	c.setCloseDeadline(soon)
+	c.setCloseDeadline(soon.Add(c.writeTimeout))
+	if !c.closeDeadline.Equal(soon) {
+		t.Fatalf("close deadline %v, want %v", c.closeDeadline, soon)
+	}
+}

@@ -107,7 +107,8 @@ type transport struct {
 	// deadlineMu orders the reader's idle deadline extensions against the
 	// closing deadline, so that a client that keeps sending after the
 	// server's Close cannot push the read deadline back.
-	deadlineMu sync.Mutex
+	deadlineMu    sync.Mutex
+	closeDeadline time.Time // guarded by deadlineMu; zero until closing
 }
 
 // writer is the state only the token holder touches.
@@ -161,10 +162,14 @@ func (t *transport) extendReadDeadline() {
 }
 
 // setCloseDeadline bounds the wait for the client's Close frame. It only
-// ever moves the deadline closer.
+// ever moves the deadline closer: closeWith's generous bound may run after
+// the writer has already sent the Close and set the short one.
 func (t *transport) setCloseDeadline(at time.Time) {
 	t.deadlineMu.Lock()
-	_ = t.nc.SetReadDeadline(at)
+	if t.closeDeadline.IsZero() || at.Before(t.closeDeadline) {
+		t.closeDeadline = at
+		_ = t.nc.SetReadDeadline(at)
+	}
 	t.deadlineMu.Unlock()
 }
 
