@@ -183,8 +183,6 @@ func (c *Config) validateLimits(v *validator) {
 	}
 }
 
-// MinFrameBytes is the smallest limits.max_frame_bytes accepted.
-const MinFrameBytes = 1024
 
 // MinJWTSecretBytes is the shortest HMAC secret accepted: a shorter one
 // can be brute-forced offline from a single token.
