@@ -183,7 +183,6 @@ func (c *Config) validateLimits(v *validator) {
 	}
 }
 
-
 // MinJWTSecretBytes is the shortest HMAC secret accepted: a shorter one
 // can be brute-forced offline from a single token.
 const MinJWTSecretBytes = 32
