@@ -19,6 +19,7 @@ package broker
 import (
 	"context"
 	"errors"
+	"time"
 )
 
 // ErrUnavailable means the broker cannot be reached right now; the
@@ -74,4 +75,59 @@ type Stats struct {
 // StatsReporter is implemented by brokers that keep Stats.
 type StatsReporter interface {
 	Stats() Stats
+}
+
+// History bounds an exchange's history: what is kept for replay after a
+// client reconnects. Retention is a minimum by age; by size it is an upper
+// bound, and RabbitMQ may keep less (it deletes whole segments).
+type History struct {
+	// MaxAge is how long records are kept at least.
+	MaxAge time.Duration
+	// MaxBytes bounds the size of the history.
+	MaxBytes int64
+}
+
+// Record is one event of an exchange's history, as a node reads it back.
+type Record struct {
+	RoutingKey string
+	// Offset is the record's position: strictly increasing along the
+	// history, not necessarily contiguous, below 2^53.
+	Offset uint64
+	// Body is the event as published. It is nil for the broker's own
+	// markers, which only advance the position.
+	Body []byte
+}
+
+// HistoryFeed receives one exchange's history. Its methods are called
+// from one goroutine at a time, records in offset order, and must not
+// block for long.
+type HistoryFeed interface {
+	// Reset begins a new life of the history (epoch names it) or reports
+	// that records may have been lost. Everything fed before is void; the
+	// next Record's offset minus one is the oldest position kept.
+	Reset(epoch string)
+	// Record applies one record.
+	Record(r Record)
+	// Live reports that the reader has caught up with the history: every
+	// record appended from now on is fed promptly.
+	Live()
+	// Down reports that the reader lost the broker. When it resumes, it
+	// feeds the records it missed (then Live), or calls Reset when it
+	// cannot prove that none was lost.
+	Down()
+}
+
+// Historian is implemented by brokers that keep history.
+type Historian interface {
+	// StartHistory begins feeding exchange's history to feed, creating
+	// the history when it does not exist, and returns. Call it after
+	// Start, at most once per exchange. It returns an error only for what
+	// retrying will not fix; an unreachable broker is retried in the
+	// background (feed.Down, then feed.Reset or feed.Live).
+	StartHistory(ctx context.Context, exchange string, h History, feed HistoryFeed) error
+	// Append records body under routingKey in exchange's history and
+	// returns once it is recorded (confirmed), or an error wrapping
+	// ErrUnavailable. Every node reading the history then delivers it;
+	// nodes that do not read it get it live (without a position).
+	Append(ctx context.Context, exchange, routingKey string, body []byte) error
 }
