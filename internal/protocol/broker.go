@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 	"unicode/utf8"
 )
@@ -126,6 +127,22 @@ func frameOverhead(exchange, routingKey string) int {
 // the frame must be at most maxBytes long (maxBytes <= 0: no bound). So
 // every frame it returns is valid UTF-8.
 func BrokerEvent(exchange, routingKey string, body []byte, maxBytes int) ([]byte, error) {
+	return brokerEvent(exchange, routingKey, body, maxBytes, nil)
+}
+
+// Position is a recorded event's place in its exchange's history.
+type Position struct {
+	Offset uint64
+	Epoch  string
+}
+
+// RecordEvent is BrokerEvent for a recorded event: "mq" also carries its
+// position, {"e", "rk", "o", "ep"}.
+func RecordEvent(exchange, routingKey string, body []byte, maxBytes int, pos Position) ([]byte, error) {
+	return brokerEvent(exchange, routingKey, body, maxBytes, &pos)
+}
+
+func brokerEvent(exchange, routingKey string, body []byte, maxBytes int, pos *Position) ([]byte, error) {
 	if maxBytes > 0 && len(body) > maxBytes {
 		return nil, tooLarge("the body", len(body), maxBytes)
 	}
@@ -160,6 +177,12 @@ func BrokerEvent(exchange, routingKey string, body []byte, maxBytes int) ([]byte
 	writeString(&buf, exchange)
 	buf.WriteString(`,"rk":`)
 	writeString(&buf, routingKey)
+	if pos != nil {
+		buf.WriteString(`,"o":`)
+		buf.WriteString(strconv.FormatUint(pos.Offset, 10))
+		buf.WriteString(`,"ep":`)
+		writeString(&buf, pos.Epoch)
+	}
 	buf.WriteByte('}')
 
 	extra := make([]string, 0, len(fields))
