@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/myxi/myxi/broker"
+	"github.com/myxi/myxi/internal/history"
 	"github.com/myxi/myxi/internal/protocol"
 )
 
@@ -19,6 +20,7 @@ type subscriptionPayload struct {
 	Exchange    json.RawMessage `json:"exchange"`
 	RoutingKey  json.RawMessage `json:"routing_key"`
 	RoutingKeys json.RawMessage `json:"routing_keys"`
+	Since       json.RawMessage `json:"since"`
 }
 
 func decodeSubscriptionPayload(payload json.RawMessage) (subscriptionPayload, bool) {
@@ -83,6 +85,20 @@ func (c *conn) subscribe(ctx context.Context, a protocol.Action) string {
 		c.sendError(a.Tag, protocol.ErrInvalidPayload, msg, map[string]any{"exchange": exchange})
 		return protocol.ErrInvalidPayload
 	}
+	// "since" is checked on every exchange, and ignored on those without
+	// history.
+	since, err := parseSince(p.Since)
+	if err == nil && since != nil && len(p.RoutingKeys) > 0 && string(p.RoutingKeys) != "null" {
+		err = errors.New("since: allowed only with routing_key, not with routing_keys")
+	}
+	if err != nil {
+		c.sendError(a.Tag, protocol.ErrInvalidPayload, err.Error(), map[string]any{"exchange": exchange, "routing_keys": echoKeys(keys)})
+		return protocol.ErrInvalidPayload
+	}
+	idx := c.srv.histories[exchange]
+	if idx == nil {
+		since = nil
+	}
 	// Each key may cost a broker bind or an authorizer call (a webhook):
 	// the whole action is charged up front, or refused whole.
 	limit := c.srv.cfg.Limits.MaxSubscriptions
@@ -94,7 +110,7 @@ func (c *conn) subscribe(ctx context.Context, a protocol.Action) string {
 	}
 	var refused []json.RawMessage
 	for _, raw := range keys {
-		if !c.subscribeOne(ctx, a.Tag, exchange, authorize, raw) {
+		if !c.subscribeOne(ctx, a.Tag, exchange, authorize, raw, idx, since) {
 			refused = append(refused, protocol.EchoKey(raw))
 		}
 	}
@@ -137,7 +153,7 @@ func rateLimitedKeys(payload json.RawMessage) map[string]any {
 // subscribeOne subscribes the session to one key and replies, except
 // when the session is at its subscription limit: it then reports false
 // and the caller refuses all such keys in one reply.
-func (c *conn) subscribeOne(ctx context.Context, tag json.RawMessage, exchange string, authorize AuthorizeFunc, raw json.RawMessage) bool {
+func (c *conn) subscribeOne(ctx context.Context, tag json.RawMessage, exchange string, authorize AuthorizeFunc, raw json.RawMessage, idx *historyIndex, since *history.Position) bool {
 	echo := protocol.EchoKey(raw)
 	details := func() map[string]any { return map[string]any{"exchange": exchange, "routing_key": echo} }
 	key, err := protocol.RoutingKey(raw)
@@ -178,6 +194,15 @@ func (c *conn) subscribeOne(ctx context.Context, tag json.RawMessage, exchange s
 		c.sendError(tag, protocol.ErrBrokerUnavailable, "the broker is unreachable right now; retry later", details())
 		return true
 	}
+	if idx != nil {
+		// Registered before the session's own map, so that a concurrent
+		// reset's 1011 finds it; on failure it was never registered.
+		if !c.subscribeHistory(ctx, idx, tag, exchange, echo, key, since) {
+			c.srv.unsubscribeHub(ctx, c, exchange, key)
+			c.sendError(tag, protocol.ErrBrokerUnavailable, "the history of this exchange is not being read right now; retry later with the same position", details())
+			return true
+		}
+	}
 	if c.subs == nil {
 		c.subs = make(map[string]map[string]json.RawMessage)
 	}
@@ -187,7 +212,9 @@ func (c *conn) subscribeOne(ctx context.Context, tag json.RawMessage, exchange s
 	c.subs[exchange][key] = slices.Clone(echo)
 	c.nsubs++
 	c.srv.metrics.subscriptions.Inc()
-	_ = c.sendEvent(protocol.EventSubscribed, tag, details())
+	if idx == nil {
+		_ = c.sendEvent(protocol.EventSubscribed, tag, details())
+	}
 	return true
 }
 

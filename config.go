@@ -93,7 +93,26 @@ type Config struct {
 	// ReauthorizeConcurrency caps how many sessions the periodic
 	// re-authorization checks at once. Default 32.
 	ReauthorizeConcurrency int
+
+	// History turns on history for some exchanges: their events pushed
+	// through Myxi are recorded, carry a position, and a client that
+	// reconnects with its last position gets the ones it missed
+	// (docs/PROTOCOL.md, "history and recovery"). Each name must be in
+	// Exchanges, and the Broker must keep history (both brokers shipped
+	// with Myxi do). Default: none, every exchange is live-only, as in
+	// myxi 1.x.
+	History map[string]History
 }
+
+// History bounds an exchange's history. MaxAge is required (at least a
+// second); MaxBytes defaults to 64 MiB. Retention by age is a minimum;
+// by size RabbitMQ may keep less, as it deletes whole segments. Each node
+// also keeps the history's tail in memory within the same bounds: that
+// is what it replays from.
+type History = broker.History
+
+// defaultHistoryBytes is History.MaxBytes's default.
+const defaultHistoryBytes = 64 << 20
 
 // Limits bound what one client can cost the node. Zero values are the
 // documented defaults; a negative value turns that limit off where said.
@@ -148,6 +167,10 @@ type Limits struct {
 	// the application's own http.Server.MaxHeaderBytes applies first
 	// (Go's default is 1 MB). Default 16 KiB.
 	MaxHeaderBytes int
+	// ReplayLimit is the most events one Subscribe with "since" replays on
+	// a history exchange; a client that missed more is told
+	// "recovered": false and reloads its state. Default 1000.
+	ReplayLimit int
 }
 
 // minFrameBytes is the smallest MaxFrameBytes New accepts: a Subscribe
@@ -191,6 +214,9 @@ func (l Limits) withDefaults() Limits {
 	if l.MaxHeaderBytes == 0 {
 		l.MaxHeaderBytes = 16 << 10
 	}
+	if l.ReplayLimit == 0 {
+		l.ReplayLimit = 1000
+	}
 	return l
 }
 
@@ -217,6 +243,16 @@ func (c Config) withDefaults() Config {
 		c.ReauthorizeConcurrency = 32
 	}
 	c.Limits = c.Limits.withDefaults()
+	if len(c.History) > 0 {
+		history := make(map[string]History, len(c.History))
+		for name, h := range c.History {
+			if h.MaxBytes == 0 {
+				h.MaxBytes = defaultHistoryBytes
+			}
+			history[name] = h
+		}
+		c.History = history
+	}
 	return c
 }
 
@@ -260,6 +296,17 @@ func (c Config) validate() error {
 	}
 	if c.DrainPeriod < 0 {
 		errs = append(errs, fmt.Errorf("DrainPeriod: %v is negative", c.DrainPeriod))
+	}
+	for name, h := range c.History {
+		if _, ok := c.Exchanges[name]; !ok {
+			errs = append(errs, &FieldError{Field: fmt.Sprintf("History[%q]", name), Problem: "not an exchange of Exchanges"})
+		}
+		if h.MaxAge < time.Second {
+			errs = append(errs, &FieldError{Field: fmt.Sprintf("History[%q].MaxAge", name), Problem: fmt.Sprintf("%v is below the minimum of 1s", h.MaxAge)})
+		}
+		if h.MaxBytes < 0 {
+			errs = append(errs, &FieldError{Field: fmt.Sprintf("History[%q].MaxBytes", name), Problem: fmt.Sprintf("%d is negative", h.MaxBytes)})
+		}
 	}
 	if c.ReauthorizeConcurrency < 0 {
 		errs = append(errs, fmt.Errorf("ReauthorizeConcurrency: %d is negative", c.ReauthorizeConcurrency))
@@ -311,6 +358,7 @@ func (l Limits) validate() []error {
 		{"SendQueueMessages", int64(l.SendQueueMessages)},
 		{"SendQueueBytes", l.SendQueueBytes},
 		{"MaxHeaderBytes", int64(l.MaxHeaderBytes)},
+		{"ReplayLimit", int64(l.ReplayLimit)},
 	} {
 		if f.n < 0 {
 			bad(f.name, "%d is negative", f.n)

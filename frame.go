@@ -80,6 +80,20 @@ func (q *sendQueue) push(f *frame) bool {
 	return true
 }
 
+// pushBelowHalf queues f while the queue holds less than half of its
+// limits (or nothing, so that one large event still goes), and reports
+// whether it did.
+func (q *sendQueue) pushBelowHalf(f *frame) bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if len(q.items) > 0 && (len(q.items) >= q.maxItems/2 || q.bytes+int64(len(f.data)) > q.maxBytes/2) {
+		return false
+	}
+	q.items = append(q.items, f)
+	q.bytes += int64(len(f.data))
+	return true
+}
+
 // empty reports whether nothing is queued.
 func (q *sendQueue) empty() bool {
 	q.mu.Lock()

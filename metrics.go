@@ -32,6 +32,10 @@ type metrics struct {
 	refusedOrigins prometheus.Counter
 	authed         prometheus.Gauge
 	latency        prometheus.Histogram
+	historyRecords prometheus.Counter
+	historyLost    prometheus.Counter
+	recoveries     *prometheus.CounterVec
+	replayed       prometheus.Counter
 }
 
 func newMetrics() *metrics {
@@ -75,16 +79,28 @@ func newMetrics() *metrics {
 			Help:    "Time from an event's arrival from the broker to its write to a client socket (sampled once per socket write).",
 			Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5},
 		}),
+		historyRecords: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "myxi_history_records_total", Help: "Records this node read from the histories of history exchanges."}),
+		historyLost: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "myxi_history_lost_sessions_total", Help: "Sessions closed with 1011 because their history was reset or their replay fell behind, so that their clients recover."}),
+		recoveries: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "myxi_recoveries_total", Help: "Subscribes with since on history exchanges, by result: recovered, not_recovered."},
+			[]string{"result"}),
+		replayed: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "myxi_replayed_events_total", Help: "Recorded events queued to clients by replays."}),
 	}
 }
 
 func (m *metrics) register(s *Server) {
+	m.recoveries.WithLabelValues("recovered")
+	m.recoveries.WithLabelValues("not_recovered")
 	for _, reason := range protocol.DropReasons {
 		m.badMessages.WithLabelValues(reason) // every reason shows, at 0, before its first drop
 	}
 	m.registry.MustRegister(
 		m.connections, m.subscriptions, m.bindings, m.actions, m.eventsIn, m.fanout, m.delivered,
 		m.dropped, m.slowClients, m.badMessages, m.pushed, m.pushErrors, m.refused, m.refusedOrigins, m.authed, m.latency,
+		m.historyRecords, m.historyLost, m.recoveries, m.replayed,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "myxi_broker_ready", Help: "1 when the broker is connected."},
 			func() float64 {

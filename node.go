@@ -50,6 +50,8 @@ type Server struct {
 	ctx    context.Context // parent of every session; ended by Shutdown
 	cancel context.CancelFunc
 
+	histories map[string]*historyIndex // one per history exchange (history.go); fixed by New
+
 	fanoutJobs    chan fanoutJob // to the fan-out workers (fanout.go)
 	lastFanoutEnd atomic.Int64   // unix nanos when the last fan-out ended
 
@@ -99,6 +101,15 @@ func New(cfg Config) (*Server, error) {
 		},
 	}
 	s.realIP = newIPExtractor(cfg.TrustedProxies)
+	if len(cfg.History) > 0 {
+		if _, ok := cfg.Broker.(broker.Historian); !ok {
+			return nil, fmt.Errorf("myxi: invalid config: History: the broker (%T) keeps no history", cfg.Broker)
+		}
+		s.histories = make(map[string]*historyIndex, len(cfg.History))
+		for name, bounds := range cfg.History {
+			s.histories[name] = s.newHistory(name, bounds)
+		}
+	}
 	s.metrics.register(s)
 	return s, nil
 }
@@ -146,6 +157,13 @@ func (s *Server) Start(ctx context.Context) error {
 			s.wg.Wait()
 			return
 		}
+		if err := s.startHistories(ctx); err != nil {
+			s.startErr = fmt.Errorf("myxi: %w", err)
+			s.fail(s.startErr)
+			s.cancel()
+			s.wg.Wait()
+			return
+		}
 		if s.cfg.ReauthorizeInterval > 0 {
 			s.wg.Add(1)
 			go s.reauthorizeLoop()
@@ -161,32 +179,44 @@ func (s *Server) Start(ctx context.Context) error {
 func (s *Server) deliver(m broker.Message) {
 	data, err := protocol.BrokerEvent(m.Exchange, m.RoutingKey, m.Body, int(s.cfg.Limits.MaxEventBytes))
 	if err != nil {
-		reason := protocol.DropNotObject
-		var bad *protocol.BadBodyError
-		if errors.As(err, &bad) {
-			reason = bad.Reason
-		}
-		s.metrics.badMessages.WithLabelValues(reason).Inc()
-		// A publisher gone wrong can send thousands a second: the log gets
-		// one line a second, the metric counts them all.
-		s.metrics.badMessageLog.Do(func() {
-			s.log.Warn("dropping broker message (further drops within a second are only counted in myxi_broker_bad_messages_total)",
-				"exchange", m.Exchange, "routing_key", m.RoutingKey, "reason", reason, "err", err, "bytes", len(m.Body))
-		})
+		s.badMessage(m.Exchange, m.RoutingKey, len(m.Body), err)
 		return
 	}
 	f := newFrame(data)
 	f.shared, f.received = true, time.Now()
-	written := 0
-	n := s.hub.All(m.Exchange, m.RoutingKey, func(conns []*conn) { written = s.fanout(f, conns) })
+	if s.hub.All(m.Exchange, m.RoutingKey, func(conns []*conn) { s.broadcast(f, conns) }) == 0 {
+		s.metrics.eventsIn.Inc()
+	}
+}
+
+// broadcast writes or queues f, one event, to each of conns, without
+// waiting on any.
+func (s *Server) broadcast(f *frame, conns []*conn) {
+	written := s.fanout(f, conns)
 	s.metrics.eventsIn.Inc()
-	s.metrics.fanout.Add(float64(n))
+	s.metrics.fanout.Add(float64(len(conns)))
 	if written > 0 {
 		// Counted once per event: per-write updates from the fan-out
 		// would cost as much as the writes' bookkeeping.
 		s.metrics.delivered.Add(float64(written))
 		s.metrics.latency.Observe(time.Since(f.received).Seconds())
 	}
+}
+
+// badMessage counts and logs a broker message that breaks the body rules.
+func (s *Server) badMessage(exchange, routingKey string, size int, err error) {
+	reason := protocol.DropNotObject
+	var bad *protocol.BadBodyError
+	if errors.As(err, &bad) {
+		reason = bad.Reason
+	}
+	s.metrics.badMessages.WithLabelValues(reason).Inc()
+	// A publisher gone wrong can send thousands a second: the log gets
+	// one line a second, the metric counts them all.
+	s.metrics.badMessageLog.Do(func() {
+		s.log.Warn("dropping broker message (further drops within a second are only counted in myxi_broker_bad_messages_total)",
+			"exchange", exchange, "routing_key", routingKey, "reason", reason, "err", err, "bytes", size)
+	})
 }
 
 // ErrUnknownExchange is returned by Push for an exchange the server does
@@ -260,7 +290,13 @@ func (s *Server) Push(ctx context.Context, exchange, routingKey, event string, p
 	if err := protocol.CheckEventSize(exchange, routingKey, body, int(s.cfg.Limits.MaxEventBytes)); err != nil {
 		return fmt.Errorf("myxi: push %s to %q: %w", event, exchange, err)
 	}
-	if err := s.broker.Publish(ctx, exchange, routingKey, body); err != nil {
+	publish := s.broker.Publish
+	if s.histories[exchange] != nil {
+		// Recorded, so that clients that were away get it on recovery;
+		// it returns once the broker has confirmed the record.
+		publish = s.broker.(broker.Historian).Append
+	}
+	if err := publish(ctx, exchange, routingKey, body); err != nil {
 		s.metrics.pushErrors.Inc()
 		return fmt.Errorf("myxi: %w", err)
 	}
@@ -434,6 +470,9 @@ func (s *Server) snapshot() []*conn {
 }
 
 func (s *Server) unsubscribeHub(ctx context.Context, c *conn, exchange, key string) {
+	if idx := s.histories[exchange]; idx != nil {
+		idx.Unsubscribe(key, c)
+	}
 	removed, err := s.hub.Unsubscribe(ctx, exchange, key, c)
 	if removed {
 		s.metrics.subscriptions.Dec()

@@ -97,6 +97,13 @@ type transport struct {
 	pingMu    sync.Mutex
 	pingTimer *time.Timer // guarded by pingMu
 
+	// A replay (history.go) runs on the reader goroutine and waits on
+	// drained, which the writer signals after taking the queue while
+	// replaying is set. The first replay makes drained, before it sets
+	// replaying.
+	replaying atomic.Bool
+	drained   chan struct{}
+
 	closing     atomic.Bool // set by closeWith; cheaper than a channel on the hot path
 	closeOnce   sync.Once
 	closeCode   int // set once, before closing
@@ -541,6 +548,12 @@ func (t *transport) flush() error {
 		iov = append(iov, scratch[start:])
 	}
 	frames := t.queue.takeAll(w.spare)
+	if len(frames) > 0 && t.replaying.Load() {
+		select {
+		case t.drained <- struct{}{}:
+		default:
+		}
+	}
 	if t.batch && len(frames) > 1 {
 		// Each batch header goes in scratch after the pong (if any); the
 		// slices into scratch stay valid because its capacity is

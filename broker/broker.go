@@ -19,7 +19,10 @@ package broker
 import (
 	"context"
 	"errors"
+	"strconv"
 	"time"
+
+	"github.com/myxi/myxi/internal/randid"
 )
 
 // ErrUnavailable means the broker cannot be reached right now; the
@@ -130,4 +133,11 @@ type Historian interface {
 	// ErrUnavailable. Every node reading the history then delivers it;
 	// nodes that do not read it get it live (without a position).
 	Append(ctx context.Context, exchange, routingKey string, body []byte) error
+}
+
+// NewEpoch returns a fresh epoch name: the time (unix milliseconds, base
+// 36, to help people reading logs) and 16 random hex digits, such as
+// "mfxk2a1c-9c2e4b7d1a0f3e55".
+func NewEpoch() string {
+	return strconv.FormatInt(time.Now().UnixMilli(), 36) + "-" + randid.New()
 }

@@ -2,6 +2,11 @@
 // server process, so a single node runs with nothing else installed.
 // Publishing delivers synchronously to the node's own subscribers; there
 // is no other node to reach.
+//
+// It keeps history (broker.Historian) in the node's own index: Append
+// numbers records from 1 (0 is the history's first position, a marker)
+// and feeds them at once, and the epoch is drawn at random when the
+// history starts, so it changes whenever the process restarts.
 package memory
 
 import (
@@ -18,8 +23,16 @@ type Broker struct {
 	mu        sync.RWMutex
 	exchanges map[string]bool
 	bindings  map[binding]bool
+	histories map[string]*history
 	deliver   broker.DeliverFunc
 	closed    bool
+}
+
+// history is one exchange's: its lock keeps records in offset order.
+type history struct {
+	mu   sync.Mutex
+	next uint64
+	feed broker.HistoryFeed
 }
 
 type binding struct{ exchange, routingKey string }
@@ -28,7 +41,7 @@ var errClosed = errors.New("memory broker closed")
 
 // New returns an embedded broker.
 func New() *Broker {
-	return &Broker{exchanges: map[string]bool{}, bindings: map[binding]bool{}}
+	return &Broker{exchanges: map[string]bool{}, bindings: map[binding]bool{}, histories: map[string]*history{}}
 }
 
 // Start records the exchanges and where to deliver.
@@ -95,4 +108,44 @@ func (b *Broker) Close() error {
 	return nil
 }
 
-var _ broker.Broker = (*Broker)(nil)
+// StartHistory begins exchange's history, in feed: a new epoch, a marker
+// at offset 0, and live at once. The bounds are the feed's to apply.
+func (b *Broker) StartHistory(_ context.Context, exchange string, _ broker.History, feed broker.HistoryFeed) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if !b.exchanges[exchange] {
+		return fmt.Errorf("start the history of %s: no such exchange", exchange)
+	}
+	if b.histories[exchange] != nil {
+		return fmt.Errorf("start the history of %s: already started", exchange)
+	}
+	feed.Reset(broker.NewEpoch())
+	feed.Record(broker.Record{Offset: 0})
+	feed.Live()
+	b.histories[exchange] = &history{next: 1, feed: feed}
+	return nil
+}
+
+// Append records body in exchange's history, which delivers it to the
+// subscribers; in memory, recorded is appended.
+func (b *Broker) Append(_ context.Context, exchange, routingKey string, body []byte) error {
+	b.mu.RLock()
+	h, closed := b.histories[exchange], b.closed
+	b.mu.RUnlock()
+	if closed {
+		return fmt.Errorf("append to %s: %w", exchange, errors.Join(broker.ErrUnavailable, errClosed))
+	}
+	if h == nil {
+		return fmt.Errorf("append to %s: no history for this exchange", exchange)
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.feed.Record(broker.Record{RoutingKey: routingKey, Offset: h.next, Body: body})
+	h.next++
+	return nil
+}
+
+var (
+	_ broker.Broker    = (*Broker)(nil)
+	_ broker.Historian = (*Broker)(nil)
+)

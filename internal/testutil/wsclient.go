@@ -17,8 +17,10 @@ type Event struct {
 	Tag     json.RawMessage            `json:"tag"`
 	Payload map[string]json.RawMessage `json:"payload"`
 	MQ      *struct {
-		E  string `json:"e"`
-		RK string `json:"rk"`
+		E  string  `json:"e"`
+		RK string  `json:"rk"`
+		O  *uint64 `json:"o"`  // recorded events only
+		EP string  `json:"ep"` // recorded events only
 	} `json:"mq"`
 	Raw []byte `json:"-"`
 }
