@@ -315,14 +315,14 @@ var Subscription = class {
    * the same epoch, which the subscription already had.
    */
   _seen(mq) {
-    const { o, ep } = mq;
     const position = this._pos;
-    if (typeof o !== "number" || typeof ep !== "string") return true;
-    if (position && position.epoch === ep) {
-      if (o <= position.offset) return false;
-      if (o <= this._replayTo) mq.replayed = true;
+    const seen = toPosition(mq.ep, mq.o);
+    if (!seen) return true;
+    if (position && position.epoch === seen.epoch) {
+      if (seen.offset <= position.offset) return false;
+      if (seen.offset <= this._replayTo) mq.replayed = true;
     }
-    this._pos = { epoch: ep, offset: o };
+    this._pos = seen;
     return true;
   }
   /** @internal Delivers one event to the listeners, then to the message handlers. */

@@ -167,15 +167,16 @@ export class Subscription {
    * the same epoch, which the subscription already had.
    */
   _seen(mq: Mq): boolean {
-    const { o, ep } = mq;
     const position = this._pos;
-    if (typeof o !== 'number' || typeof ep !== 'string') return true;
-    if (position && position.epoch === ep) {
-      if (o <= position.offset) return false;
+    // Checked like a saved position: a bad one would be sent back as `since`.
+    const seen = toPosition(mq.ep, mq.o);
+    if (!seen) return true;
+    if (position && position.epoch === seen.epoch) {
+      if (seen.offset <= position.offset) return false;
       // Set only when true: a live event's mq stays as the server sent it.
-      if (o <= this._replayTo) mq.replayed = true;
+      if (seen.offset <= this._replayTo) mq.replayed = true;
     }
-    this._pos = { epoch: ep, offset: o };
+    this._pos = seen;
     return true;
   }
 

@@ -60,8 +60,12 @@ describe('position', () => {
     confirm(socket(), { epoch: 'A', offset: 7 });
     const live = { event: 'WidgetQtyChanged', tag: null, payload: { quantity: 1 }, mq: { e: 'widgets', rk: '42' } };
     socket().receive(live, { ...live, mq: { e: 'widgets', rk: '42', ep: 'A' } });
+    // Nor do malformed positions, which would come back as an invalid since.
+    for (const [o, ep] of [[8.5, 'A'], [-1, 'A'], [2 ** 53, 'A'], ['9', 'A'], [9, ''], [9, 1]]) {
+      socket().receive({ ...live, mq: { e: 'widgets', rk: '42', o, ep } });
+    }
     assert.deepEqual(subscription.position, { epoch: 'A', offset: 7 });
-    assert.deepEqual(seen, [[1, false], [1, false]]);
+    assert.equal(seen.length, 8);
   });
 
   test('stays null on an exchange without history', () => {
