@@ -92,6 +92,9 @@ function withBatch(url) {
   if (/[?&]batch=/.test(url)) return url;
   return url + (url.includes("?") ? "&" : "?") + "batch=1";
 }
+function toPosition(epoch, offset) {
+  return typeof epoch === "string" && epoch && Number.isSafeInteger(offset) && offset >= 0 ? { epoch, offset } : null;
+}
 function isObject(value) {
   return typeof value === "object" && value !== null && !Array.isArray(value);
 }
@@ -190,15 +193,21 @@ var SUBSCRIPTION_STATES = ["unsubscribed", "pending", "subscribing", "subscribed
 // client-js/src/subscription.ts
 var Subscription = class {
   /** Made by `connection.subscribe()`; one made directly is not tracked by the connection. */
-  constructor(connection, exchange, routingKey) {
+  constructor(connection, exchange, routingKey, since) {
     /** @internal */
     this._state = 1 /* Pending */;
     /** @internal The tag of the Subscribe waiting for its answer. */
     this._tag = null;
+    /** @internal The Subscribe sent last carried `since`. */
+    this._asked = false;
+    /** @internal Events of the position's epoch up to this offset are replayed ones. */
+    this._replayTo = -1;
+    this._recovered = null;
     this._handlers = /* @__PURE__ */ new Map();
     this.connection = connection;
     this.exchange = exchange;
     this.routingKey = routingKey;
+    this._pos = toPosition(since?.epoch, since?.offset);
     this._events = new Emitter(this, connection._report);
     this._retry = new Backoff(connection._retryOptions);
   }
@@ -212,6 +221,22 @@ var Subscription = class {
   /** True once the server has confirmed the subscription (and until it ends or the socket closes). */
   get subscribed() {
     return this._state === 3 /* Subscribed */;
+  }
+  /**
+   * Where it is in the exchange's history (`{epoch, offset}`), to save and
+   * pass back as `subscribe(…, { since })`; null on an exchange without
+   * history, or before the server's first answer.
+   */
+  get position() {
+    return this._pos;
+  }
+  /**
+   * The outcome of the last `Subscribe` that asked to resume (`since`): true
+   * when the server replays everything missed, false when it could not
+   * (`RecoveryFailed`); null when the last `Subscribe` did not ask.
+   */
+  get recovered() {
+    return this._recovered;
   }
   key() {
     return keyFor(this.exchange, this.routingKey);
@@ -243,12 +268,40 @@ var Subscription = class {
   removeMessageHandler(name) {
     return this._handlers.delete(name);
   }
+  /**
+   * @internal The server confirmed it: the position becomes the answer's,
+   * unless the server replays from ours. Returns true when the recovery
+   * asked for failed.
+   */
+  _confirmed(payload) {
+    const recovered = this._recovered = this._asked ? payload.recovered === true : null;
+    const position = toPosition(payload.epoch, payload.offset);
+    this._replayTo = recovered && position ? position.offset : -1;
+    if (!recovered) this._pos = position;
+    return recovered === false;
+  }
+  /**
+   * @internal Moves the position to a recorded event (one with `o`) and
+   * flags it replayed or live; false for one at or before the position in
+   * the same epoch, which the subscription already had.
+   */
+  _seen(mq) {
+    const position = this._pos;
+    const seen = toPosition(mq.ep, mq.o);
+    if (!seen) return true;
+    if (position && position.epoch === seen.epoch) {
+      if (seen.offset <= position.offset) return false;
+      if (seen.offset <= this._replayTo) mq.replayed = true;
+    }
+    this._pos = seen;
+    return true;
+  }
   /** @internal Delivers one event to the listeners, then to the message handlers. */
-  _emit(event, payload, tag) {
-    this._events._emit(event, payload, tag);
+  _emit(event, payload, tag, mq) {
+    this._events._emit(event, payload, tag, mq);
     for (const [name, { handler, param }] of [...this._handlers]) {
       try {
-        handler.call(this, event, payload, tag, param);
+        handler.call(this, event, payload, tag, param, mq);
       } catch (error) {
         this.connection._report(error, `${event} handler ${name}`);
       }
@@ -344,12 +397,13 @@ var Connection = class {
   /**
    * Returns the subscription to `exchange` and `routingKey`, making it if
    * there is none. It is sent when the connection is ready and again after
-   * every reconnect, until it ends.
+   * every reconnect, until it ends. `options.since` resumes a new
+   * subscription from a saved position; an existing one keeps its own.
    */
-  subscribe(exchange, routingKey) {
+  subscribe(exchange, routingKey, options) {
     const existing = this._find(exchange, routingKey);
     if (existing) return existing;
-    const subscription = new Subscription(this, exchange, routingKey);
+    const subscription = new Subscription(this, exchange, routingKey, options?.since);
     this.subscriptions[subscription.key()] = subscription;
     if (this._ready) this._sendSubscribe(subscription);
     return subscription;
@@ -546,9 +600,11 @@ var Connection = class {
   _dispatch(message) {
     const { event, payload, tag, mq } = message;
     if (tag === this._pingTag && tag !== null) return;
+    const subscription = mq ? this._find(mq.e, mq.rk) : void 0;
+    if (subscription && !subscription._seen(mq)) return;
     if (event === "Welcome" && typeof payload.id === "string") this._sessionId = payload.id;
     this._track(message);
-    if (mq) this._find(mq.e, mq.rk)?._emit(event, payload, tag);
+    subscription?._emit(event, payload, tag, mq);
     this._requests._settle(message);
     this._events._emit(event, payload, tag, mq);
     this._events._emit("SocketMessageReceived", message);
@@ -623,7 +679,9 @@ var Connection = class {
     subscription._tag = null;
     subscription._retry._reset();
     subscription._state = 3 /* Subscribed */;
+    const failed = subscription._confirmed(payload);
     subscription._emit("Subscribed", payload, tag);
+    if (failed && subscription._state === 3 /* Subscribed */) subscription._emit("RecoveryFailed", payload, tag);
   }
   /** Removes a subscription for good. */
   _end(subscription) {
@@ -636,8 +694,9 @@ var Connection = class {
   }
   _sendSubscribe(subscription) {
     const tag = this._nextTag();
-    const { exchange, routingKey } = subscription;
-    if (!this.sendAction("Subscribe", { exchange, routing_key: routingKey }, tag)) return;
+    const { exchange, routingKey, _pos: since } = subscription;
+    if (!this.sendAction("Subscribe", { exchange, routing_key: routingKey, since: since || void 0 }, tag)) return;
+    subscription._asked = !!since;
     subscription._tag = tag;
     subscription._state = 2 /* Subscribing */;
     this._subscribing.set(tag, subscription);

@@ -27,6 +27,7 @@ import type {
   RequestOptions,
   RoutingKey,
   ServerEvent,
+  SubscribeOptions,
   Tag,
   WebSocketConstructor,
   WebSocketLike,
@@ -183,12 +184,13 @@ export class Connection {
   /**
    * Returns the subscription to `exchange` and `routingKey`, making it if
    * there is none. It is sent when the connection is ready and again after
-   * every reconnect, until it ends.
+   * every reconnect, until it ends. `options.since` resumes a new
+   * subscription from a saved position; an existing one keeps its own.
    */
-  subscribe(exchange: string, routingKey?: RoutingKey): Subscription {
+  subscribe(exchange: string, routingKey?: RoutingKey, options?: SubscribeOptions): Subscription {
     const existing = this._find(exchange, routingKey);
     if (existing) return existing;
-    const subscription = new Subscription(this, exchange, routingKey);
+    const subscription = new Subscription(this, exchange, routingKey, options?.since);
     this.subscriptions[subscription.key()] = subscription;
     if (this._ready) this._sendSubscribe(subscription);
     return subscription;
@@ -431,9 +433,13 @@ export class Connection {
     const { event, payload, tag, mq } = message;
     // The answer to the client's own keepalive is nobody else's business.
     if (tag === this._pingTag && tag !== null) return;
+    const subscription = mq ? this._find(mq.e, mq.rk) : undefined;
+    // A recorded event the subscription already had (a server must not send
+    // one, but a duplicate would corrupt an application that adds up events).
+    if (subscription && !subscription._seen(mq!)) return;
     if (event === 'Welcome' && typeof payload.id === 'string') this._sessionId = payload.id;
     this._track(message);
-    if (mq) this._find(mq.e, mq.rk)?._emit(event, payload, tag);
+    subscription?._emit(event, payload, tag, mq);
     this._requests._settle(message);
     this._events._emit(event, payload, tag, mq);
     this._events._emit('SocketMessageReceived', message);
@@ -524,7 +530,9 @@ export class Connection {
     subscription._tag = null;
     subscription._retry._reset();
     subscription._state = Sub.Subscribed;
+    const failed = subscription._confirmed(payload);
     subscription._emit('Subscribed', payload, tag);
+    if (failed && subscription._state === Sub.Subscribed) subscription._emit('RecoveryFailed', payload, tag);
   }
 
   /** Removes a subscription for good. */
@@ -539,8 +547,10 @@ export class Connection {
 
   private _sendSubscribe(subscription: Subscription): void {
     const tag = this._nextTag();
-    const { exchange, routingKey } = subscription;
-    if (!this.sendAction('Subscribe', { exchange, routing_key: routingKey }, tag)) return;
+    const { exchange, routingKey, _pos: since } = subscription;
+    // From its position, if it has one: kept through retries and reconnects.
+    if (!this.sendAction('Subscribe', { exchange, routing_key: routingKey, since: since || undefined }, tag)) return;
+    subscription._asked = !!since;
     subscription._tag = tag;
     subscription._state = Sub.Subscribing;
     this._subscribing.set(tag, subscription);

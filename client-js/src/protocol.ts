@@ -1,7 +1,7 @@
 // Wire-level helpers for PROTOCOL.md: decoding frames, subscription keys,
 // the error names that decide a subscription's fate, close codes.
 
-import type { RoutingKey, ServerEvent } from './types.js';
+import type { Position, RoutingKey, ServerEvent } from './types.js';
 
 /** Close code of a close the client asked for (`disconnect()`, or settling a dead socket). */
 export const CLOSE_NORMAL = 1000;
@@ -56,6 +56,18 @@ export function own<T>(map: Record<string, T>, key: string): T | undefined {
 export function withBatch(url: string): string {
   if (/[?&]batch=/.test(url)) return url;
   return url + (url.includes('?') ? '&' : '?') + 'batch=1';
+}
+
+/**
+ * A history position from the wire or from the application, or null unless
+ * it is one the server accepts (PROTOCOL.md: an epoch that is a non-empty
+ * string, an offset that is an integer in [0, 2^53)): a stale or damaged
+ * saved position must not get the subscription refused as InvalidPayload.
+ */
+export function toPosition(epoch: unknown, offset: unknown): Position | null {
+  return typeof epoch === 'string' && epoch && Number.isSafeInteger(offset) && (offset as number) >= 0
+    ? { epoch, offset: offset as number }
+    : null;
 }
 
 type JSONObject = Record<string, unknown>;

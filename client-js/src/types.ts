@@ -13,10 +13,40 @@ export type Payload = Record<string, unknown>;
  */
 export type RoutingKey = string | number | null | undefined;
 
-/** Where an application event came from: exchange and routing key (always a string). */
+/**
+ * Where an application event came from: exchange and routing key (always a
+ * string) and, for an event recorded in an exchange's history, its position.
+ */
 export interface Mq {
   e: string;
   rk: string;
+  /** The event's offset in the history of its exchange and routing key. */
+  o?: number;
+  /** The epoch of that history: offsets of two epochs are not comparable. */
+  ep?: string;
+  /**
+   * Set (true) by the client on an event that the server replays to a
+   * subscription after a recovery (one it missed); absent on a live event.
+   */
+  replayed?: boolean;
+}
+
+/**
+ * Where a subscription is in its exchange's history: the last recorded event
+ * it received (or where it went live). A plain JSON value, for saving.
+ */
+export interface Position {
+  epoch: string;
+  offset: number;
+}
+
+export interface SubscribeOptions {
+  /**
+   * Resume from this position (saved from `subscription.position`): the
+   * server replays what came after it, or says it cannot (`RecoveryFailed`).
+   * Ignored unless well formed.
+   */
+  since?: Position | null;
 }
 
 /** One event from the server, as decoded from its JSON line. */

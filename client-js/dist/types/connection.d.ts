@@ -1,5 +1,5 @@
 import { Subscription } from './subscription.js';
-import type { CloseInfo, ConnectionOptions, ConnectionState, Mq, Payload, RequestOptions, RoutingKey, ServerEvent, Tag } from './types.js';
+import type { CloseInfo, ConnectionOptions, ConnectionState, Mq, Payload, RequestOptions, RoutingKey, ServerEvent, SubscribeOptions, Tag } from './types.js';
 /** A callback for a server event: `(payload, tag, mq)`, `this` being the connection. */
 export type EventCallback<P extends object = Payload> = (this: Connection, payload: P, tag: Tag, mq: Mq | undefined) => void;
 /** The connection's own events and what their listeners receive. */
@@ -69,9 +69,10 @@ export declare class Connection {
     /**
      * Returns the subscription to `exchange` and `routingKey`, making it if
      * there is none. It is sent when the connection is ready and again after
-     * every reconnect, until it ends.
+     * every reconnect, until it ends. `options.since` resumes a new
+     * subscription from a saved position; an existing one keeps its own.
      */
-    subscribe(exchange: string, routingKey?: RoutingKey): Subscription;
+    subscribe(exchange: string, routingKey?: RoutingKey, options?: SubscribeOptions): Subscription;
     /** Sends an action; false when the socket is not open. */
     sendAction(action: string, payload?: Payload, tag?: Tag): boolean;
     /**

@@ -5,4 +5,4 @@ export type { MessageHandler, SubscriptionCallback } from './subscription.js';
 export { MyxiError } from './errors.js';
 export { connectFromMeta } from './meta.js';
 export type { DocumentLike } from './meta.js';
-export type { BackoffOptions, CloseInfo, ConnectionOptions, ConnectionState, Mq, Payload, RequestOptions, RoutingKey, ServerEvent, SubscriptionState, Tag, WebSocketConstructor, WebSocketLike, } from './types.js';
+export type { BackoffOptions, CloseInfo, ConnectionOptions, ConnectionState, Mq, Payload, Position, RequestOptions, RoutingKey, ServerEvent, SubscribeOptions, SubscriptionState, Tag, WebSocketConstructor, WebSocketLike, } from './types.js';

@@ -1,4 +1,4 @@
-import type { RoutingKey, ServerEvent } from './types.js';
+import type { Position, RoutingKey, ServerEvent } from './types.js';
 /** Close code of a close the client asked for (`disconnect()`, or settling a dead socket). */
 export declare const CLOSE_NORMAL = 1000;
 /** What browsers report for a connection that failed or dropped without a close frame. */
@@ -33,6 +33,13 @@ export declare function keyFor(exchange: string, routingKey?: RoutingKey): strin
 export declare function own<T>(map: Record<string, T>, key: string): T | undefined;
 /** Adds `batch=1` to a socket URL's query, unless the URL already says something about it. */
 export declare function withBatch(url: string): string;
+/**
+ * A history position from the wire or from the application, or null unless
+ * it is one the server accepts (PROTOCOL.md: an epoch that is a non-empty
+ * string, an offset that is an integer in [0, 2^53)): a stale or damaged
+ * saved position must not get the subscription refused as InvalidPayload.
+ */
+export declare function toPosition(epoch: unknown, offset: unknown): Position | null;
 /**
  * Splits a frame into its events. A server that batches (`?batch=1`) puts
  * several compact JSON objects in one frame, one per line; one that does not

@@ -11,6 +11,8 @@ import {
   type ConnectionOptions,
   type ConnectionState,
   type Mq,
+  type Position,
+  type SubscribeOptions,
   type ServerEvent,
   type SubscriptionState,
   type Tag,
@@ -82,6 +84,29 @@ const id: string | null = connection.sessionId;
 connection.disconnect();
 connection.connect();
 connectFromMeta({ WebSocket }, { querySelector: () => null });
+
+// Recovery (issue 14): resume from a saved position, tell replayed events, reload when it fails.
+const saved: Position | null = subscription.position;
+const resumeOptions: SubscribeOptions = { since: saved };
+const resumed: Subscription = connection
+  .subscribe('widgets', 7, resumeOptions)
+  .on<Qty>('WidgetQtyChanged', function (payload, tag, mq) {
+    const replayed: boolean = mq?.replayed === true;
+    const offset: number | undefined = mq?.o;
+    const epoch: string | undefined = mq?.ep;
+    console.log(payload.quantity, tag, replayed, offset, epoch, this.position?.offset);
+  })
+  .on('RecoveryFailed', function () {
+    const recovered: boolean | null = this.recovered;
+    console.log(recovered);
+  });
+connection.subscribe('widgets', 8, { since: { epoch: 'e', offset: 3 } });
+connection.subscribe('widgets', 9, {});
+resumed.addMessageHandler('h', (event, payload, tag, param, mq) => console.log(mq?.replayed));
+// @ts-expect-error: an offset is a number
+connection.subscribe('widgets', 7, { since: { epoch: 'e', offset: '3' } });
+// @ts-expect-error: the position is read-only
+subscription.position = null;
 
 // @ts-expect-error: an exchange is a string
 connection.subscribe(42, 1);
