@@ -157,6 +157,14 @@ func build(cfg *config.Config, logger *slog.Logger) (*app, error) {
 			return nil, fmt.Errorf("exchanges.%s.policy: unknown policy %q", name, ex.Policy)
 		}
 	}
+	for name, ex := range cfg.Exchanges {
+		if ex.History > 0 {
+			if mc.History == nil {
+				mc.History = map[string]myxi.History{}
+			}
+			mc.History[name] = myxi.History{MaxAge: ex.History, MaxBytes: ex.HistoryMaxBytes}
+		}
+	}
 	for _, name := range cfg.PublicExchanges {
 		mc.Exchanges[name] = myxi.AllowAll
 	}

@@ -93,6 +93,7 @@ type Limits struct {
 	PingInterval      time.Duration `toml:"ping_interval"`
 	ActionTimeout     time.Duration `toml:"action_timeout"`
 	MaxEventBytes     int64         `toml:"max_event_bytes"`
+	ReplayLimit       int           `toml:"history_replay_limit"`
 }
 
 // Myxi returns the limits as the library takes them.
@@ -110,6 +111,7 @@ func (l Limits) Myxi() myxi.Limits {
 		PingInterval:      l.PingInterval,
 		ActionTimeout:     l.ActionTimeout,
 		MaxEventBytes:     l.MaxEventBytes,
+		ReplayLimit:       l.ReplayLimit,
 	}
 }
 
@@ -168,6 +170,10 @@ type Exchange struct {
 	URL      string        `toml:"url"`
 	Timeout  time.Duration `toml:"timeout"`
 	CacheTTL time.Duration `toml:"cache_ttl"`
+	// History keeps the exchange's events for recovery: "0s" (the
+	// default) means none, as in myxi 1.x.
+	History         time.Duration `toml:"history"`
+	HistoryMaxBytes int64         `toml:"history_max_bytes"`
 }
 
 // Action is one [actions.<name>] table: a custom action forwarded to the

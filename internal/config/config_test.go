@@ -33,7 +33,8 @@ func TestExampleFile(t *testing.T) {
 	}
 	if c.Server.Port != 5005 || c.Exchanges["orders"].CacheTTL != 30*time.Second || c.Exchanges["widgets"].Policy != PolicyJWT ||
 		c.Actions["SayHello"].URL == "" || c.AuthMethod() != "jwt" || !slices.Equal(c.API.Keys, []string{"k"}) ||
-		c.Limits.ActionTimeout != 10*time.Second || c.Server.ReauthorizeInterval != time.Minute {
+		c.Limits.ActionTimeout != 10*time.Second || c.Server.ReauthorizeInterval != time.Minute ||
+		c.Exchanges["widgets"].History != 10*time.Minute || c.Limits.ReplayLimit != 1000 {
 		t.Fatalf("example decoded as %+v", c)
 	}
 	if got := strings.Join(c.ExchangeNames(), ","); got != "chat,news,orders,widgets" {
@@ -137,6 +138,11 @@ func TestValidationErrorsNameTheKey(t *testing.T) {
 		"auth action builtin":        {"[auth]\naction = \"Ping\"", nil, `auth.action: "Ping" is a built-in action`},
 		"public exchange conflict":   {"[exchanges.w]\npolicy = \"webhook\"\nurl = \"http://a/b\"", map[string]string{EnvExchanges: "w"}, `exchanges.w: named by MYXI_EXCHANGES or -exchanges (open to everyone) but its policy in the file is "webhook"`},
 		"public exchange name":       {"", map[string]string{EnvExchanges: "ok,amq.x"}, `exchanges: "amq.x" (from MYXI_EXCHANGES or -exchanges) is not a valid exchange name`},
+		"history negative":           {"[exchanges.n]\npolicy = \"public\"\nhistory = \"-1m\"", nil, `exchanges.n.history: -1m0s is negative`},
+		"history too short":          {"[exchanges.n]\npolicy = \"public\"\nhistory = \"10ms\"", nil, `exchanges.n.history: 10ms is below the minimum of 1s`},
+		"history bytes alone":        {"[exchanges.n]\npolicy = \"public\"\nhistory_max_bytes = 10", nil, `exchanges.n.history_max_bytes: only with history`},
+		"history bytes negative":     {"[exchanges.n]\npolicy = \"public\"\nhistory = \"1m\"\nhistory_max_bytes = -1", nil, `exchanges.n.history_max_bytes: -1 is negative`},
+		"replay limit":               {"[limits]\nhistory_replay_limit = -1", nil, "limits.history_replay_limit: -1 is negative"},
 	} {
 		c, err := Parse(tc.text)
 		if err != nil {

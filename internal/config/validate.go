@@ -160,6 +160,7 @@ var limitKeys = map[string]string{
 	"Limits.PingInterval":      "limits.ping_interval",
 	"Limits.ActionTimeout":     "limits.action_timeout",
 	"Limits.MaxEventBytes":     "limits.max_event_bytes",
+	"Limits.ReplayLimit":       "limits.history_replay_limit",
 }
 
 // validateLimits applies the library's own rules (myxi.Limits.Validate),
@@ -287,6 +288,17 @@ func (c *Config) validateExchanges(v *validator) {
 			v.nonNegative(key+".cache_ttl", ex.CacheTTL)
 		default:
 			v.add(key+".policy", "%q is not one of %s", ex.Policy, strings.Join(policies, ", "))
+		}
+		switch {
+		case ex.History < 0:
+			v.add(key+".history", "%v is negative (\"0s\" means no history)", ex.History)
+		case ex.History > 0 && ex.History < time.Second:
+			v.add(key+".history", "%v is below the minimum of 1s", ex.History)
+		case ex.History == 0 && ex.HistoryMaxBytes != 0:
+			v.add(key+".history_max_bytes", "only with history (this exchange has none)")
+		}
+		if ex.HistoryMaxBytes < 0 {
+			v.add(key+".history_max_bytes", "%d is negative (0 means the default, 64 MiB)", ex.HistoryMaxBytes)
 		}
 		if ex.Policy != PolicyWebhook && ex.Policy != "" {
 			for field, set := range map[string]bool{"url": ex.URL != "", "timeout": ex.Timeout != 0, "cache_ttl": ex.CacheTTL != 0} {
