@@ -35,6 +35,18 @@
 // with ?batch=1). A client that lets its queue fill is disconnected with
 // close code 1008 instead of slowing anyone else.
 //
+// # History and recovery
+//
+// Config.History gives exchanges a history: Push then records the event
+// (Historian.Append, confirmed) instead of publishing it live, and the
+// broker feeds each node the recorded events in order, with their
+// positions. Each node keeps the tail of each history in memory
+// (internal/history, bounded by History.MaxAge and MaxBytes) and delivers
+// recorded events live from there. A Subscribe with "since" is answered
+// from that tail: replayed events, then live ones, with no gap and no
+// duplicate, or "recovered": false when the tail no longer holds what the
+// client missed (docs/PROTOCOL.md, docs/history.md).
+//
 // # Goroutines
 //
 // Per session:
@@ -54,10 +66,16 @@
 //     exactly one writer at a time and exactly one Close frame.
 //   - A keepalive timer (time.AfterFunc) asks the writer for a ping every
 //     PingInterval.
+//   - A replay runs on the reader, inside the Subscribe that asked for it:
+//     it queues the missed events while the send queue is under half full,
+//     waits for the writer to take them, and hands the subscription to the
+//     live stream once nothing is left. The session's next action waits.
 //
 // Per node: the broker's goroutines (broker/rabbitmq: a supervisor that
 // reconnects and one consumer that fans each event out to the send
-// queues, never waiting on a client); the periodic re-authorization loop,
+// queues, never waiting on a client; per history exchange, one reader
+// that feeds the stream's records to the node's index, which fans each
+// out the same way); the periodic re-authorization loop,
 // which runs the exchanges' authorizers off the readers, at most
 // ReauthorizeConcurrency sessions at once. Session.Reauthorize runs them
 // on the caller's goroutine (auth/jwtauth calls it when a token expires).
@@ -69,8 +87,11 @@
 // key never overtake each other; it blocks only that session's reader,
 // re-authorization and cleanup), then the hub's per-key bind lock (held
 // across Bind and Unbind for that key), then the hub's shard and
-// subscriber locks, then the broker's own. Fan-out takes only the hub's
-// read locks and a send queue's lock.
+// subscriber locks, then a history index's lock (held while a record is
+// fanned out and while a Subscribe with since is decided, so that no
+// record falls between a replay and the live stream), then the broker's
+// own. Fan-out takes only the hub's read locks, or the index's lock, and
+// a send queue's lock.
 //
 // # Time limits
 //

@@ -43,8 +43,33 @@ func TestGoExample(t *testing.T) {
 		t.Fatalf("Hello: %s", ev.Raw)
 	}
 	alice.Subscribe("widgets", "42")
-	if ev := alice.Expect("WidgetQtyChanged"); ev.MQ == nil || ev.MQ.RK != "42" || len(ev.Payload["quantity"]) == 0 {
-		t.Fatalf("push: %s", ev.Raw)
+	ev := alice.Expect("WidgetQtyChanged")
+	if ev.MQ == nil || ev.MQ.RK != "42" || len(ev.Payload["quantity"]) == 0 || ev.MQ.O == nil || ev.MQ.EP == "" {
+		t.Fatalf("push (recorded, with its position): %s", ev.Raw)
+	}
+	// History: alice comes back from the position of the last event she
+	// saw and gets the ones pushed meanwhile, replayed.
+	watcher := testutil.Dial(t, ws)
+	watcher.Send("Authenticate", "a", map[string]string{"session_token": "alice-token"})
+	watcher.Expect("Authenticated")
+	watcher.Subscribe("widgets", "42")
+	_ = alice.Conn.Close()
+	for { // until alice has missed at least two pushes
+		if w := watcher.Expect("WidgetQtyChanged"); w.MQ != nil && w.MQ.O != nil && *w.MQ.O >= *ev.MQ.O+2 {
+			break
+		}
+	}
+	back := testutil.Dial(t, ws)
+	back.Send("Authenticate", "a", map[string]string{"session_token": "alice-token"})
+	back.Expect("Authenticated")
+	back.Send("Subscribe", "s", map[string]any{"exchange": "widgets", "routing_key": "42", "since": map[string]any{"offset": *ev.MQ.O, "epoch": ev.MQ.EP}})
+	sub := back.Expect("Subscribed")
+	var upTo uint64
+	if string(sub.Payload["recovered"]) != "true" || json.Unmarshal(sub.Payload["offset"], &upTo) != nil || upTo <= *ev.MQ.O {
+		t.Fatalf("Subscribed with since: %s, want recovered past offset %d", sub.Raw, *ev.MQ.O)
+	}
+	if next := back.Expect("WidgetQtyChanged"); next.MQ == nil || next.MQ.O == nil || *next.MQ.O <= *ev.MQ.O || *next.MQ.O > upTo {
+		t.Fatalf("first replayed event: %s, want an offset in (%d, %d]", next.Raw, *ev.MQ.O, upTo)
 	}
 
 	bob := testutil.Dial(t, ws)

@@ -90,6 +90,10 @@ func run(ctx context.Context, logger *slog.Logger, every time.Duration) error {
 				return w.VisibleTo(s.User()), nil
 			}),
 	}
+	// Events pushed to widgets are kept for 10 minutes: a client that
+	// reconnects gets the ones it missed, in order (the JavaScript client
+	// resubscribes from its last position by itself).
+	cfg.History = map[string]myxi.History{"widgets": {MaxAge: 10 * time.Minute}}
 	cfg.Actions = map[string]myxi.ActionHandler{
 		"Authenticate": func(ctx context.Context, s *myxi.Session, payload json.RawMessage) error {
 			user, ok := lookUp(payload)
