@@ -36,6 +36,8 @@ type testServer struct {
 	Exchange  string
 	RabbitURL string
 	Broker    *rabbitmq.Broker // the node's RabbitMQ broker, for kind "rabbitmq"
+	// ConnectionName is the node's AMQP connection name, for kind "rabbitmq".
+	ConnectionName string
 	revoked   *atomic.Bool
 	noWait    bool // do not wait for /readyz (a broker that cannot connect)
 }
@@ -95,9 +97,10 @@ func startServer(t *testing.T, kind string, opts ...serverOption) *testServer {
 	}
 	if kind == "rabbitmq" {
 		ts.RabbitURL = testutil.RabbitMQURL(t)
+		ts.ConnectionName = testutil.UniqueName("myxi test " + t.Name())
 		b, err := rabbitmq.New(rabbitmq.Config{
 			URLs:           []string{ts.RabbitURL},
-			ConnectionName: testutil.UniqueName("myxi test " + t.Name()),
+			ConnectionName: ts.ConnectionName,
 			Logger:         cfg.Logger,
 		})
 		if err != nil {
@@ -109,6 +112,9 @@ func startServer(t *testing.T, kind string, opts ...serverOption) *testServer {
 	}
 	for _, o := range opts {
 		o(&cfg)
+	}
+	for name := range cfg.Exchanges {
+		ts.Exchange = name // an option may have renamed it
 	}
 	if cfg.Broker != ts.Broker && cfg.Broker != nil && kind == "rabbitmq" {
 		ts.Broker, _ = cfg.Broker.(*rabbitmq.Broker)
