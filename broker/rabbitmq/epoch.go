@@ -205,8 +205,10 @@ func readStream(ctx context.Context, conn *amqp.Connection, stream string, from 
 // offsets of its first and last records; ok is false when nothing came
 // within resolveWait (an empty stream, or an attach beyond the tail).
 func probe(ctx context.Context, conn *amqp.Connection, stream string, from any) (first, last int64, ok bool, err error) {
+	// On a busy stream, records keep coming after the chunk: any of them
+	// is a tail seen, so the read stops after a prefetch's worth.
 	recs, err := readStream(ctx, conn, stream, from, readOpts{
-		prefetch: 1000, firstWait: resolveWait, idle: chunkIdle, until: 2 * resolveWait,
+		prefetch: 1000, max: 1000, firstWait: resolveWait, idle: chunkIdle, until: 2 * resolveWait,
 	})
 	if len(recs) == 0 {
 		return 0, 0, false, err
