@@ -167,6 +167,11 @@ var testHistory = broker.History{MaxAge: 10 * time.Minute, MaxBytes: 4 << 20}
 // nil: a no-op) that reads its history into a new fake feed.
 func startHistoryBroker(tb testing.TB, exchange string, deliver broker.DeliverFunc, cfg rabbitmq.Config) (*rabbitmq.Broker, *fakeFeed) {
 	tb.Helper()
+	return startHistoryBrokerWith(tb, exchange, deliver, cfg, testHistory)
+}
+
+func startHistoryBrokerWith(tb testing.TB, exchange string, deliver broker.DeliverFunc, cfg rabbitmq.Config, h broker.History) (*rabbitmq.Broker, *fakeFeed) {
+	tb.Helper()
 	url := testutil.RabbitMQURL(tb)
 	if deliver == nil {
 		deliver = func(broker.Message) {}
@@ -183,7 +188,7 @@ func startHistoryBroker(tb testing.TB, exchange string, deliver broker.DeliverFu
 	}
 	tb.Cleanup(func() { _ = b.Close() })
 	feed := &fakeFeed{}
-	if err := b.StartHistory(context.Background(), exchange, testHistory, feed); err != nil {
+	if err := b.StartHistory(context.Background(), exchange, h, feed); err != nil {
 		tb.Fatal(err)
 	}
 	return b, feed
@@ -509,4 +514,88 @@ func TestPublisherPushWithoutStreamIsLiveOnly(t *testing.T) {
 	if _, ok := testutil.QueueArguments(t, rabbitmq.StreamName(ex)); ok {
 		t.Fatal("a push created the history stream")
 	}
+}
+
+// The history is truncated past the node's last record while the node is
+// away: on its return it cannot prove that nothing was lost, so it resets
+// the feed (same epoch) and reads from the first record kept. A node that
+// starts then resolves the same epoch from the stamps of the tail.
+func TestHistoryTruncatedWhileDown(t *testing.T) {
+	_, ex := newHistoryExchange(t, "myxi-test-histtrunc")
+	h := broker.History{MaxAge: 10 * time.Minute, MaxBytes: 1 << 20} // 1 MiB segments
+	b, feed := startHistoryBrokerWith(t, ex, nil, rabbitmq.Config{ReconnectMin: 6 * time.Second, ReconnectMax: 6 * time.Second}, h)
+	other, otherFeed := startHistoryBrokerWith(t, ex, nil, rabbitmq.Config{NoLiveCopy: true}, h)
+	waitLive(t, feed)
+	waitLive(t, otherFeed)
+	epoch := feed.epoch()
+	appendOK(t, b, ex, "k", `{"event":"First"}`)
+	testutil.Eventually(t, 10*time.Second, "the first record", func() bool { return len(feed.records(0)) == 1 })
+	n := len(feed.snapshot())
+	testutil.CloseConnection(t, b.ConnectionName())
+	testutil.Eventually(t, 5*time.Second, "Down", func() bool { return len(feed.since(n)) > 0 })
+	// 3.5 MiB while the node is away (6 s): whole segments are deleted.
+	body := `{"event":"Fill","payload":{"pad":"` + strings.Repeat("x", 1000) + `"}}`
+	var wg sync.WaitGroup
+	for range 16 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range 220 {
+				appendOK(t, other, ex, "fill", body)
+			}
+		}()
+	}
+	wg.Wait()
+	testutil.Eventually(t, 30*time.Second, "a Reset, then live", func() bool {
+		for _, c := range feed.since(n) {
+			if c.kind == "reset" {
+				return feed.live()
+			}
+		}
+		return false
+	})
+	after := feed.since(n)
+	if after[0].kind != "down" || after[1].kind != "reset" || after[1].epoch != epoch {
+		t.Fatalf("after the truncation: %v ..., want down, reset(%s)", after[:min(len(after), 3)], epoch)
+	}
+	if first := after[2]; first.kind != "record" || first.rec.Offset < 100 {
+		t.Fatalf("the first record after the Reset: %v, want one well past the truncated head", first)
+	}
+	_, late := startHistoryBrokerWith(t, ex, nil, rabbitmq.Config{}, h)
+	waitLive(t, late)
+	if late.epoch() != epoch {
+		t.Fatalf("a node starting after the truncation resolved %q, want %q", late.epoch(), epoch)
+	}
+	feed.check(t)
+	late.check(t)
+}
+
+// A stream that exists but is empty (created by someone else, with other
+// arguments): the node uses it as it is, proposes an epoch and reads it.
+func TestHistoryExistingEmptyStream(t *testing.T) {
+	url, ex := newHistoryExchange(t, "myxi-test-histempty")
+	conn, err := amqp.Dial(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	ch, err := conn.Channel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ch.QueueDeclare(rabbitmq.StreamName(ex), true, false, false, false, amqp.Table{
+		"x-queue-type": "stream", "x-max-age": "1200s",
+	}); err != nil {
+		t.Fatal(err)
+	}
+	b, feed := startHistoryBroker(t, ex, nil, rabbitmq.Config{})
+	waitLive(t, feed)
+	if !epochFormat.MatchString(feed.epoch()) {
+		t.Fatalf("epoch %q", feed.epoch())
+	}
+	if args, _ := testutil.QueueArguments(t, rabbitmq.StreamName(ex)); !strings.Contains(args, `"1200s"`) {
+		t.Fatalf("the stream's arguments changed: %s", args)
+	}
+	appendOK(t, b, ex, "k", `{"event":"E"}`)
+	testutil.Eventually(t, 10*time.Second, "the record", func() bool { return len(feed.records(0)) == 1 })
 }
