@@ -168,7 +168,11 @@ func (b *Broker) StartHistory(ctx context.Context, exchange string, h broker.His
 	hs := &history{exchange: exchange, stream: StreamName(exchange)}
 	r := &reader{
 		b: b, hist: hs, args: streamArgs(h), maxAge: h.MaxAge, feed: feed, last: -1,
-		log: b.log.With("exchange", exchange, "stream", hs.stream),
+		log:        b.log.With("exchange", exchange, "stream", hs.stream),
+		stallAfter: stallAfter,
+	}
+	if b.testStallAfter > 0 {
+		r.stallAfter = b.testStallAfter
 	}
 	b.histMu.Lock()
 	defer b.histMu.Unlock()

@@ -154,3 +154,92 @@ func (nopFeed) Reset(string)         {}
 func (nopFeed) Record(broker.Record) {}
 func (nopFeed) Live()                {}
 func (nopFeed) Down()                {}
+
+// A reader that stops receiving (here: it does not ack, so RabbitMQ stops
+// at the prefetch) while records are appended re-attaches at L+1 and
+// feeds every record, with no Reset and no Down.
+func TestHistoryReaderStallWatchdog(t *testing.T) {
+	url := testutil.RabbitMQURL(t)
+	ex := testutil.UniqueName("myxi-test-histstall")
+	cleanupStream(t, url, ex)
+	b, err := New(Config{URLs: []string{url}, Logger: testutil.Logger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Start(context.Background(), []string{ex}, func(broker.Message) {}); err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	b.testStallAfter = 500 * time.Millisecond
+	feed := &countFeed{}
+	if err := b.StartHistory(context.Background(), ex, broker.History{MaxAge: time.Minute}, feed); err != nil {
+		t.Fatal(err)
+	}
+	testutil.Eventually(t, 20*time.Second, "live", func() bool { return feed.get().live })
+	b.testNoAck.Store(true)
+	const n = 2*readerPrefetch + 100
+	ctx := context.Background()
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range n / 8 {
+				if err := b.Append(ctx, ex, "k", []byte(`{}`)); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	testutil.Eventually(t, 30*time.Second, "every record", func() bool { return feed.get().records == n/8*8 })
+	if c := feed.get(); c.resets != 1 || c.downs != 0 || c.lives != 1 {
+		t.Fatalf("feed calls %+v, want 1 reset, 1 live, no down", c)
+	}
+}
+
+type feedCounts struct {
+	resets, downs, lives, records int
+	live                          bool
+}
+
+type countFeed struct {
+	mu sync.Mutex
+	c  feedCounts
+}
+
+func (f *countFeed) Reset(string) { f.mu.Lock(); f.c.resets++; f.c.live = false; f.mu.Unlock() }
+func (f *countFeed) Live()        { f.mu.Lock(); f.c.lives++; f.c.live = true; f.mu.Unlock() }
+func (f *countFeed) Down()        { f.mu.Lock(); f.c.downs++; f.c.live = false; f.mu.Unlock() }
+func (f *countFeed) Record(r broker.Record) {
+	f.mu.Lock()
+	if r.Body != nil {
+		f.c.records++
+	}
+	f.mu.Unlock()
+}
+func (f *countFeed) get() feedCounts { f.mu.Lock(); defer f.mu.Unlock(); return f.c }
+
+// cleanupStream deletes exchange's stream and exchange when the test ends
+// (register it before starting brokers: cleanups run last first).
+func cleanupStream(tb testing.TB, url, exchange string) {
+	testutil.DeleteExchangesOnCleanup(tb, url, exchange)
+	tb.Cleanup(func() {
+		conn, err := amqp.Dial(url)
+		if err != nil {
+			tb.Errorf("delete the stream of %s: %v", exchange, err)
+			return
+		}
+		defer conn.Close()
+		ch, err := conn.Channel()
+		if err != nil {
+			tb.Errorf("delete the stream of %s: %v", exchange, err)
+			return
+		}
+		defer ch.Close()
+		if _, err := ch.QueueDelete(StreamName(exchange), false, false, false); err != nil {
+			tb.Errorf("delete the stream of %s: %v", exchange, err)
+		}
+	})
+}

@@ -170,6 +170,12 @@ type Broker struct {
 	histories map[string]*history
 	readers   sync.WaitGroup
 	closing   bool // under histMu: no reader may start
+
+	// testStallAfter, when a test sets it before StartHistory, replaces
+	// the readers' stall delay; testNoAck makes them stop acking, which
+	// stalls them once the prefetch is used up.
+	testStallAfter time.Duration
+	testNoAck      atomic.Bool
 }
 
 type binding struct{ exchange, routingKey string }

@@ -40,6 +40,8 @@ type reader struct {
 	maxAge time.Duration
 	feed   broker.HistoryFeed
 	log    *slog.Logger
+	// stallAfter is stallAfter but for tests.
+	stallAfter time.Duration
 
 	epoch string // of the last feed.Reset; "" before the first
 	last  int64  // L: every record up to L since the last Reset was fed; -1 none
@@ -227,12 +229,12 @@ func (r *reader) read(ctx context.Context, s *session, a *attachment) error {
 	var tag uint64
 	pending := 0
 	ack := func() {
-		if pending > 0 {
-			pending = 0
+		if pending > 0 && !r.b.testNoAck.Load() {
 			_ = a.ch.Ack(tag, true) // an error means the channel is gone: the next receive says so
 		}
+		pending = 0
 	}
-	watchdog := time.NewTicker(stallAfter)
+	watchdog := time.NewTicker(r.stallAfter)
 	defer watchdog.Stop()
 	delivered := false
 	for {
