@@ -132,7 +132,10 @@ func consumeStream(ctx context.Context, conn *amqp.Connection, stream string, fr
 			_ = ch.Close()
 			return nil, nil, fmt.Errorf("set the prefetch to read %s: %w", stream, err)
 		}
-		d, err := ch.ConsumeWithContext(ctx, stream, "", false, false, false, false, amqp.Table{headerOffset: from})
+		// Not ConsumeWithContext: on ctx's end it would cancel the consumer
+		// from a goroutine of its own, an RPC outside the channel's owner.
+		// The caller stops reading on ctx's end and closes the channel.
+		d, err := ch.Consume(stream, "", false, false, false, false, amqp.Table{headerOffset: from})
 		if err == nil {
 			return ch, d, nil
 		}
@@ -268,7 +271,7 @@ func resolveEpoch(ctx context.Context, conn *amqp.Connection, stream string) (st
 	// creator append one): look a little further back.
 	chunk := tail[0].offset
 	older, err := readStream(ctx, conn, stream, max(0, chunk-resolveBack), readOpts{
-		prefetch: 1000, firstWait: resolveWait, idle: resolveWait,
+		prefetch: 1000, max: 2 * resolveBack, firstWait: resolveWait, idle: resolveWait, until: 2 * resolveWait,
 		stop: func(r streamRecord) bool { return r.offset >= chunk-1 },
 	})
 	if err != nil {

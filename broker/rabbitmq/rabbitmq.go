@@ -31,7 +31,17 @@
 // RPC on every channel of the broker (declarations, binds, unbinds, qos,
 // consume, purge), and so must any channel added later. Other goroutines
 // only publish (basic.publish and basic.ack are not RPCs and may run
-// concurrently) and ask the owner for the rest.
+// concurrently) and ask the owner for the rest. The one exception is a
+// channel that a goroutine opens for itself and alone uses: each history
+// reader owns its channels, and so do the probes and declarations made on
+// scratch channels (history.go).
+//
+// # History
+//
+// An exchange with history (StartHistory) also has a RabbitMQ stream,
+// myxi.history.<exchange>, that Append and Publisher.Push append to and
+// that a reader per exchange feeds to the node: see history.go, reader.go,
+// epoch.go and docs/history.md.
 //
 // Bind and Unbind record what the caller wants and wait, bounded by their
 // context, until the owner has made it so. The owner keeps the set of
