@@ -599,3 +599,42 @@ func TestHistoryExistingEmptyStream(t *testing.T) {
 	appendOK(t, b, ex, "k", `{"event":"E"}`)
 	testutil.Eventually(t, 10*time.Second, "the record", func() bool { return len(feed.records(0)) == 1 })
 }
+
+// A history deleted for good (no node creates it again): the publisher's
+// next push waits for it briefly, then goes live-only.
+func TestPublisherPushAfterHistoryDeleted(t *testing.T) {
+	url, ex := newHistoryExchange(t, "myxi-test-histgone")
+	got := make(chan broker.Message, 10)
+	node := startBroker(t, ex, func(m broker.Message) { got <- m })
+	ctx := context.Background()
+	if err := node.Bind(ctx, ex, "k"); err != nil {
+		t.Fatal(err)
+	}
+	creator, feed := startHistoryBroker(t, ex, nil, rabbitmq.Config{NoLiveCopy: true})
+	waitLive(t, feed)
+	_ = creator.Close()
+	pub, err := rabbitmq.NewPublisher(ctx, rabbitmq.PublisherConfig{URLs: []string{url}, Logger: testutil.Logger(t), NoLiveCopy: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pub.Close()
+	// Recorded, without a live copy: the node without history gets nothing.
+	if err := pub.Push(ctx, ex, "k", "Recorded", nil); err != nil {
+		t.Fatal(err)
+	}
+	deleteStream(t, url, ex)
+	if err := pub.Push(ctx, ex, "k", "Live", nil); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case m := <-got:
+		if !strings.Contains(string(m.Body), `"Live"`) {
+			t.Fatalf("the node got %s, want the live push only", m.Body)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the push after the deletion did not arrive live")
+	}
+	if _, ok := testutil.QueueArguments(t, rabbitmq.StreamName(ex)); ok {
+		t.Fatal("the stream exists again")
+	}
+}

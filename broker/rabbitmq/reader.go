@@ -182,22 +182,24 @@ func (r *reader) attach(ctx context.Context, s *session, epoch string) (*attachm
 		r.log.Warn("history has a new epoch (the stream was deleted and created again)", "old", r.epoch, "new", epoch)
 	}
 
-	_, tail, tailOK, err := probe(ctx, s.conn, stream, "last")
+	_, tail, ok, err := probe(ctx, s.conn, stream, "last")
 	if err != nil {
 		return nil, err
 	}
-	from := int64(0)
-	if tailOK {
-		from = tail + 1
-		// A timestamp attach starts at the first chunk written since then
-		// (F5); nothing within a second means every record is older.
-		first, _, ok, err := probe(ctx, s.conn, stream, time.Now().Add(-r.maxAge))
-		if err != nil {
-			return nil, err
-		}
-		if ok && first <= tail {
-			from = first
-		}
+	if !ok {
+		// The stream holds at least the genesis record the epoch came
+		// from: the probe stalled (F8). Try again.
+		return nil, errors.New("the probe of the tail read nothing")
+	}
+	from := tail + 1
+	// A timestamp attach starts at the first chunk written since then
+	// (F5); nothing within a second means every record is older.
+	first, _, ok, err := probe(ctx, s.conn, stream, time.Now().Add(-r.maxAge))
+	if err != nil {
+		return nil, err
+	}
+	if ok && first <= tail {
+		from = first
 	}
 	r.feed.Reset(epoch)
 	r.epoch, r.last, r.live, r.down = epoch, from-1, false, false
