@@ -142,7 +142,8 @@ func (b *Broker) readsHistory(exchange string) bool {
 // Each exchange gets a reader goroutine with channels of its own, on the
 // broker's connection. At start it feeds Reset, then the records kept
 // from MaxAge ago (it attaches at that timestamp), then Live once it has
-// read up to the tail it saw when it attached.
+// read up to the tail it saw when it attached. The reader lives until
+// Close, not until ctx ends.
 func (b *Broker) StartHistory(ctx context.Context, exchange string, h broker.History, feed broker.HistoryFeed) error {
 	if exchange == "" {
 		return errors.New("rabbitmq: StartHistory: empty exchange name")
