@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 
 	"github.com/myxi/myxi/internal/protocol"
 	"github.com/myxi/myxi/internal/randid"
@@ -14,10 +15,17 @@ import (
 // web application pushing from its models), through RabbitMQ, exactly as
 // myxi 1.x's Myxi.push_event did: to the direct exchange named after the
 // Myxi exchange, with the routing key and the body {"event", "payload"}.
-// It is safe for concurrent use.
+//
+// To an exchange with history (its stream myxi.history.E exists), Push
+// appends the event to the history instead, as Broker.Append does: see
+// publisher_history.go. It is safe for concurrent use.
 type Publisher struct {
 	broker        *Broker
 	maxEventBytes int
+	liveCopy      bool
+
+	mu      sync.Mutex
+	streams map[string]*pubStream // what Push learnt of each exchange's history
 }
 
 // PublisherConfig configures a Publisher. Zero values are the documented
@@ -35,6 +43,9 @@ type PublisherConfig struct {
 	// (myxi.Limits.MaxEventBytes): Push refuses an event the nodes would
 	// drop for its size. Default the nodes' default, 256 KiB.
 	MaxEventBytes int
+	// NoLiveCopy: a Push to an exchange with history is only recorded,
+	// without its live copy on the 1.x exchange (Config.NoLiveCopy).
+	NoLiveCopy bool
 }
 
 // NewPublisher connects to RabbitMQ and returns once connected (it
@@ -64,7 +75,7 @@ func NewPublisher(ctx context.Context, cfg PublisherConfig) (*Publisher, error) 
 		_ = b.Close()
 		return nil, fmt.Errorf("publisher: %w", err)
 	}
-	return &Publisher{broker: b, maxEventBytes: cfg.MaxEventBytes}, nil
+	return &Publisher{broker: b, maxEventBytes: cfg.MaxEventBytes, liveCopy: !cfg.NoLiveCopy, streams: map[string]*pubStream{}}, nil
 }
 
 // Push publishes event with payload (nil, or anything that encodes to a
@@ -72,7 +83,9 @@ func NewPublisher(ctx context.Context, cfg PublisherConfig) (*Publisher, error) 
 // confirmed it, or an error. It refuses what every node would drop: an
 // invalid exchange name, a routing key over 255 bytes, an empty event
 // name, a payload that is not an object or not valid UTF-8, and an event
-// over MaxEventBytes.
+// over MaxEventBytes. When exchange has history, the event is appended to
+// it (and Push fails, wrapping broker.ErrUnavailable, when it cannot be);
+// otherwise it is published live-only, as myxi 1.x did.
 func (p *Publisher) Push(ctx context.Context, exchange, routingKey, event string, payload any) error {
 	if !protocol.ValidExchangeName(exchange) {
 		return fmt.Errorf("rabbitmq publisher: %q is not a valid exchange name", exchange)
@@ -87,7 +100,7 @@ func (p *Publisher) Push(ctx context.Context, exchange, routingKey, event string
 	if err := protocol.CheckEventSize(exchange, routingKey, body, p.maxEventBytes); err != nil {
 		return fmt.Errorf("rabbitmq publisher: %s: %w", event, err)
 	}
-	if err := p.broker.Publish(ctx, exchange, routingKey, body); err != nil {
+	if err := p.push(ctx, exchange, routingKey, body); err != nil {
 		return fmt.Errorf("rabbitmq publisher: %w", err)
 	}
 	return nil

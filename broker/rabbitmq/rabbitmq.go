@@ -31,7 +31,17 @@
 // RPC on every channel of the broker (declarations, binds, unbinds, qos,
 // consume, purge), and so must any channel added later. Other goroutines
 // only publish (basic.publish and basic.ack are not RPCs and may run
-// concurrently) and ask the owner for the rest.
+// concurrently) and ask the owner for the rest. The one exception is a
+// channel that a goroutine opens for itself and alone uses: each history
+// reader owns its channels, and so do the probes and declarations made on
+// scratch channels (history.go).
+//
+// # History
+//
+// An exchange with history (StartHistory) also has a RabbitMQ stream,
+// myxi.history.<exchange>, that Append and Publisher.Push append to and
+// that a reader per exchange feeds to the node: see history.go, reader.go,
+// epoch.go and docs/history.md.
 //
 // Bind and Unbind record what the caller wants and wait, bounded by their
 // context, until the owner has made it so. The owner keeps the set of
@@ -117,6 +127,13 @@ type Config struct {
 	// MaxQueueBytes: Stats.Dropped is a lower bound when more are dropped
 	// within one interval). Default 1s.
 	StatsInterval time.Duration
+
+	// NoLiveCopy turns off the live copy of Append: by default each
+	// record is also published to the 1.x direct exchange (header
+	// myxi-recorded), for the nodes that do not read the history (older
+	// Myxi, or history off there). Set it once every node reads the
+	// history, to save the second publish (history_live_copy = false).
+	NoLiveCopy bool
 }
 
 // ParseURLs splits a comma-separated list of AMQP URLs, dropping blanks.
@@ -152,9 +169,23 @@ type Broker struct {
 	received  atomic.Uint64
 	dropped   atomic.Uint64
 	started   bool
+	runCtx    context.Context // the owner's and the readers' lifetime; set by Start
 	cancel    context.CancelFunc
 	done      chan struct{}
 	closeOnce sync.Once
+
+	// histories are the exchanges StartHistory was called for; readers
+	// counts their reader goroutines, which Close waits for.
+	histMu    sync.RWMutex
+	histories map[string]*history
+	readers   sync.WaitGroup
+	closing   bool // under histMu: no reader may start
+
+	// testStallAfter, when a test sets it before StartHistory, replaces
+	// the readers' stall delay; testNoAck makes them stop acking, which
+	// stalls them once the prefetch is used up.
+	testStallAfter time.Duration
+	testNoAck      atomic.Bool
 }
 
 type binding struct{ exchange, routingKey string }
@@ -229,6 +260,8 @@ func New(cfg Config) (*Broker, error) {
 		inflight: map[binding]bool{},
 		changed:  make(chan struct{}),
 		done:     make(chan struct{}),
+
+		histories: map[string]*history{},
 	}, nil
 }
 
@@ -245,13 +278,12 @@ func (b *Broker) Start(ctx context.Context, exchanges []string, deliver broker.D
 		b.mu.Unlock()
 		return errors.New("rabbitmq: already started")
 	}
+	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	b.started = true
 	b.deliver = deliver
 	b.configured = append([]string(nil), exchanges...)
+	b.runCtx, b.cancel = runCtx, cancel
 	b.mu.Unlock()
-
-	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	b.cancel = cancel
 	first := make(chan error, 1)
 	go b.own(runCtx, first)
 	return <-first
@@ -305,6 +337,7 @@ func (b *Broker) own(ctx context.Context, first chan<- error) {
 		connectedAt := time.Now()
 		reason := b.serve(ctx, sess)
 		b.setSession(nil)
+		close(sess.ended) // the history readers let go of it
 		sess.close(b.cfg.Connection != nil)
 		if ctx.Err() != nil {
 			return
@@ -545,7 +578,13 @@ type session struct {
 	// amqp091 closes each notification channel it was given, so each of
 	// the connection and the two channels gets its own.
 	connClosed, chClosed, pubClosed chan *amqp.Error
-	wg                              sync.WaitGroup // the consumer goroutine
+	wg                              sync.WaitGroup // the consumer goroutine and the returns' drain
+	// returns are pubCh's basic.returns, which Append's mandatory
+	// publishes look up by publishSeq; ended is closed when the owner
+	// gives the session up.
+	returns    *returns
+	publishSeq atomic.Uint64
+	ended      chan struct{}
 }
 
 func (b *Broker) dial() (*amqp.Connection, string, error) {
@@ -580,7 +619,13 @@ func (b *Broker) connect() (*session, error) {
 		return nil, err
 	}
 	s := &session{url: url, conn: conn, bound: map[binding]struct{}{}, declared: map[string]bool{},
-		connClosed: make(chan *amqp.Error, 1), chClosed: make(chan *amqp.Error, 1), pubClosed: make(chan *amqp.Error, 1)}
+		connClosed: make(chan *amqp.Error, 1), chClosed: make(chan *amqp.Error, 1), pubClosed: make(chan *amqp.Error, 1),
+		returns: newReturns(), ended: make(chan struct{})}
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		s.returns.drainEvery(time.Second)
+	}()
 	fail := func(err error) (*session, error) {
 		s.close(b.cfg.Connection != nil)
 		return nil, err
@@ -597,6 +642,7 @@ func (b *Broker) connect() (*session, error) {
 	conn.NotifyClose(s.connClosed)
 	s.ch.NotifyClose(s.chClosed)
 	s.pubCh.NotifyClose(s.pubClosed)
+	s.pubCh.NotifyReturn(s.returns.ch)
 
 	b.mu.Lock()
 	exchanges := append([]string(nil), b.configured...)
@@ -696,8 +742,16 @@ func (b *Broker) consume(ch *amqp.Channel, deliveries <-chan amqp.Delivery, deli
 		if !ok {
 			return
 		}
-		deliver(broker.Message{Exchange: d.Exchange, RoutingKey: d.RoutingKey, Body: d.Body})
 		last = d.DeliveryTag
+		// The live copy of a record of a history this node reads: the
+		// reader delivers that record, with its position.
+		if _, copied := d.Headers[headerRecorded]; copied && b.readsHistory(d.Exchange) {
+			if pending++; pending >= ackEvery {
+				ack()
+			}
+			continue
+		}
+		deliver(broker.Message{Exchange: d.Exchange, RoutingKey: d.RoutingKey, Body: d.Body})
 		if pending++; pending >= ackEvery {
 			ack()
 		}
@@ -716,6 +770,7 @@ func declareExchange(ch *amqp.Channel, name string) error {
 // the dead-letter queue, which has no consumer to auto-delete it, is
 // deleted on a channel of its own.
 func (s *session) close(keepConn bool) {
+	close(s.returns.stop)
 	for _, ch := range []*amqp.Channel{s.ch, s.pubCh, s.declCh} {
 		if ch != nil {
 			_ = ch.Close()
@@ -910,10 +965,14 @@ func (b *Broker) Close() error {
 		b.mu.Lock()
 		started := b.started
 		b.mu.Unlock()
+		b.histMu.Lock()
+		b.closing = true
+		b.histMu.Unlock()
 		if started && b.cancel != nil {
 			b.cancel()
 			<-b.done
 		}
+		b.readers.Wait()
 	})
 	return nil
 }
