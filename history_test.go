@@ -15,7 +15,7 @@ import (
 )
 
 // historyKinds are the brokers that keep history.
-var historyKinds = []string{"memory"}
+var historyKinds = []string{"memory", "rabbitmq"}
 
 func forEachHistoryBroker(t *testing.T, test func(t *testing.T, kind string)) {
 	for _, kind := range historyKinds {

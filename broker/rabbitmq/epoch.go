@@ -4,13 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strconv"
 	"strings"
 	"time"
 
 	amqp "github.com/rabbitmq/amqp091-go"
 
-	"github.com/myxi/myxi/internal/randid"
+	"github.com/myxi/myxi/broker"
 )
 
 // Headers of the records in a history stream (docs/history.md,
@@ -45,11 +44,9 @@ const (
 // appends one, a publisher reports ErrUnavailable.
 var errNoEpoch = errors.New("the history has no epoch yet")
 
-// newEpoch proposes an epoch: the creation time in unix ms, base 36, then
-// 16 random hex characters. The time only helps people reading logs.
-func newEpoch() string {
-	return strconv.FormatInt(time.Now().UnixMilli(), 36) + "-" + randid.New()
-}
+// newEpoch proposes an epoch (broker.NewEpoch's format, shared with the
+// embedded broker).
+func newEpoch() string { return broker.NewEpoch() }
 
 // streamRecord is one delivery of a history stream, decoded.
 type streamRecord struct {
