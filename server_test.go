@@ -38,8 +38,8 @@ type testServer struct {
 	Broker    *rabbitmq.Broker // the node's RabbitMQ broker, for kind "rabbitmq"
 	// ConnectionName is the node's AMQP connection name, for kind "rabbitmq".
 	ConnectionName string
-	revoked   *atomic.Bool
-	noWait    bool // do not wait for /readyz (a broker that cannot connect)
+	revoked        *atomic.Bool
+	noWait         bool // do not wait for /readyz (a broker that cannot connect)
 }
 
 type serverOption func(*myxi.Config)
