@@ -41,6 +41,9 @@ type shared struct {
 	hsTimeout time.Duration
 	hist      *histogram
 	bufPool   sync.Pool
+	// samples: each client also keeps every Bench event's send time and
+	// latency, so that the storm can take percentiles over any window.
+	samples bool
 
 	// handshake results go here (the fleet waits for one per client)
 	handshakes chan handshakeResult
@@ -81,11 +84,21 @@ type client struct {
 	firstError  string
 	lastRecvNs  int64
 	frames      int64
+	samples     []latSample // with sh.samples
 }
 
+// latSample is one delivery: when it was sent and how long it took.
+type latSample struct{ sentNs, latNs int64 }
+
 func newClient(idx, keys int, exchange string) *client {
+	return newNamedClient(idx, keys, exchange, keyName)
+}
+
+// newNamedClient is newClient with the routing keys named by name (the
+// storm's live clients use keys of their own).
+func newNamedClient(idx, keys int, exchange string, name func(int) string) *client {
 	k := idx % keys
-	key := keyName(k)
+	key := name(k)
 	tag := "b" + strconv.Itoa(idx)
 	msg := fmt.Sprintf(`{"action":"Subscribe","tag":%q,"payload":{"exchange":%q,"routing_key":%q}}`, tag, exchange, key)
 	return &client{
@@ -261,6 +274,9 @@ func (c *client) bench(sh *shared, line []byte, now int64) {
 	}
 	c.lastRecvNs = now
 	sh.hist.record(c.idx, uint64(lat))
+	if sh.samples {
+		c.samples = append(c.samples, latSample{sentNs: ev.t, latNs: lat})
+	}
 }
 
 // closeConn sends a normal close and closes the socket (safe from any

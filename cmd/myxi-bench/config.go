@@ -68,7 +68,24 @@ type config struct {
 	FloodDuration  time.Duration
 	FloodInterval  time.Duration
 	FloodMaxFrames int64
+
+	// The reconnect storm (issue 14): Conns clients over Keys keys of a
+	// history exchange note their positions and go away; Rate × Duration
+	// events are pushed; they all come back at once with "since". Meanwhile
+	// LiveConns clients on LiveKeys other keys get LiveRate events/s.
+	Storm          bool
+	LiveConns      int
+	LiveKeys       int
+	LiveRate       float64
+	History        time.Duration // the spawned server's history for -exchange
+	ReplayLimit    int           // the spawned server's history_replay_limit; 0: its default
+	RecoverTimeout time.Duration // how long the reconnected clients may take to recover
+	RecoverTarget  time.Duration // issue 14's target for the last recovery
+	LiveP99Target  time.Duration // issue 14's target for the live p99 during the storm
 }
+
+// serverReplayLimit is Myxi's default history_replay_limit.
+const serverReplayLimit = 1000
 
 // scenario holds the values a -scenario name stands for. Flags given on the
 // command line win over them.
@@ -90,6 +107,10 @@ var scenarios = map[string]scenario{
 	}},
 	"idle": {"idle: 19,500 subscribed connections (over 1,000 keys), RSS after 10 s, no events", map[string]string{
 		"conns": "19500", "keys": "1000", "rate": "0", "duration": "0s", "settle": "10s", "source-ips": "2",
+	}},
+	"storm": {"reconnect storm (issue 14): 2,000 clients over 200 keys of a history exchange go away, 100 events per key are pushed at 1,000/s, all reconnect at once with since; 200 live clients on 20 other keys get 100 events/s throughout", map[string]string{
+		"storm": "true", "conns": "2000", "keys": "200", "rate": "1000", "duration": "20s", "publish": "http",
+		"dial-concurrency": "2000", "settle": "1s",
 	}},
 }
 
@@ -151,6 +172,15 @@ func parseConfig(args []string, stderr io.Writer) (*config, error) {
 	fs.DurationVar(&c.FloodDuration, "flood-duration", 10*time.Second, "how long the flood lasts")
 	fs.DurationVar(&c.FloodInterval, "flood-ping-interval", 50*time.Millisecond, "the healthy socket's Ping interval during the flood")
 	fs.Int64Var(&c.FloodMaxFrames, "flood-max-frames", 5_000_000, "Pings one flooder sends at most")
+	fs.BoolVar(&c.Storm, "storm", false, "reconnect storm: -conns clients over -keys keys of a history exchange subscribe, note their positions and close; -rate × -duration events are pushed; all reconnect at once with since and must recover exactly the missed events")
+	fs.IntVar(&c.LiveConns, "live-conns", 200, "with -storm: live subscribers on keys of their own (live0..), measured during the storm")
+	fs.IntVar(&c.LiveKeys, "live-keys", 20, "with -storm: routing keys of the live subscribers")
+	fs.Float64Var(&c.LiveRate, "live-rate", 100, "with -storm: events/s to the live keys, from before the clients leave until the storm is over")
+	fs.DurationVar(&c.History, "history", 10*time.Minute, "with -storm and -spawn: the history the spawned server's configuration gives -exchange")
+	fs.IntVar(&c.ReplayLimit, "replay-limit", 0, "with -storm and -spawn: the spawned server's history_replay_limit (0: its default, 1000)")
+	fs.DurationVar(&c.RecoverTimeout, "recover-timeout", 60*time.Second, "with -storm: how long the reconnected clients may take to recover; what has not arrived then is missing")
+	fs.DurationVar(&c.RecoverTarget, "recover-target", 10*time.Second, "with -storm: the target for the time from the reconnect to the last recovery (a miss is a warning)")
+	fs.DurationVar(&c.LiveP99Target, "live-p99-target", 50*time.Millisecond, "with -storm: the target for the live subscribers' p99 during the storm (a miss is a warning)")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "usage: go run ./cmd/myxi-bench [flags]\n\nscenarios:\n")
 		for _, n := range scenarioNames() {
@@ -287,10 +317,79 @@ func (c *config) validate() error {
 			bad("-flood-max-frames must be between 1 and 1e8")
 		}
 	}
-	if need := c.Settle + c.Duration + c.Drain; need >= c.Timeout {
+	if c.Storm {
+		errs = append(errs, c.validateStorm()...)
+	}
+	if need := c.Settle + c.Duration + c.Drain + c.stormWait(); need >= c.Timeout {
 		bad("-timeout %v leaves no time to connect: settle+duration+drain is already %v", c.Timeout, need)
 	}
 	return errors.Join(errs...)
+}
+
+// validateStorm checks the -storm flags.
+func (c *config) validateStorm() []error {
+	var errs []error
+	bad := func(format string, a ...any) { errs = append(errs, fmt.Errorf(format, a...)) }
+	if c.Floor || c.FloorCompare || c.Flood {
+		bad("-storm does not combine with -floor, -floor-compare or -flood")
+	}
+	if c.totalEvents() == 0 {
+		bad("-storm needs events to recover: -rate and -duration must publish some")
+	}
+	if c.LiveConns < 0 || c.LiveConns > 100_000 {
+		bad("-live-conns must be between 0 and 100000")
+	}
+	if c.LiveConns > 0 && (c.LiveKeys < 1 || c.LiveRate <= 0 || math.IsNaN(c.LiveRate) || math.IsInf(c.LiveRate, 0) || c.LiveRate > 1e5) {
+		bad("with -live-conns, -live-keys must be at least 1 and -live-rate between 0 (excluded) and 1e5")
+	}
+	if c.History < time.Second {
+		bad("-history must be at least 1s (the server's minimum)")
+	}
+	if c.ReplayLimit < 0 {
+		bad("-replay-limit must not be negative")
+	}
+	limit := c.ReplayLimit
+	if limit == 0 {
+		limit = serverReplayLimit
+	}
+	if n := maxPerKey(c.totalEvents(), c.Keys); n > int64(limit) {
+		bad("-storm pushes up to %d events per key, more than the replay limit %d: the server would answer recovered:false (raise -replay-limit or -keys)", n, limit)
+	}
+	if c.RecoverTimeout <= 0 || c.RecoverTarget <= 0 || c.LiveP99Target <= 0 {
+		bad("-recover-timeout, -recover-target and -live-p99-target must be positive")
+	}
+	return errs
+}
+
+// stormWait is the extra time a -storm run may take: the recovery and the
+// second connect.
+func (c *config) stormWait() time.Duration {
+	if !c.Storm {
+		return 0
+	}
+	return c.RecoverTimeout + c.HandshakeTimeout
+}
+
+// stormSockets is how many sockets the storm's live subscribers add.
+func (c *config) stormSockets() int {
+	if !c.Storm {
+		return 0
+	}
+	return c.LiveConns
+}
+
+// liveKeyName is the routing key of the storm's live key i.
+func liveKeyName(i int) string { return fmt.Sprintf("live%d", i) }
+
+// stormTOML is the configuration file a spawned server gets for -storm:
+// -exchange is public and keeps a history.
+func (c *config) stormTOML() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "# written by myxi-bench -storm\n[exchanges.%s]\npolicy = \"public\"\nhistory = %q\n", strconv.Quote(c.Exchange), c.History.String())
+	if c.ReplayLimit > 0 {
+		fmt.Fprintf(&b, "\n[limits]\nhistory_replay_limit = %d\n", c.ReplayLimit)
+	}
+	return b.String()
 }
 
 // floodSockets is how many sockets the flood adds to the clients.

@@ -86,21 +86,36 @@ func newDialers(cfg *config) []*websocket.Dialer {
 }
 
 func newFleet(cfg *config, hist *histogram) *fleet {
+	return newFleetOf(cfg, hist, fleetSpec{conns: cfg.Conns, keys: cfg.Keys,
+		perKey: maxPerKey(cfg.totalEvents(), cfg.Keys), name: keyName})
+}
+
+// fleetSpec says which clients a fleet opens: conns clients over keys
+// routing keys named by name, each getting at most perKey events.
+type fleetSpec struct {
+	conns, keys int
+	perKey      int64
+	name        func(int) string
+	samples     bool // keep every delivery's send time and latency
+}
+
+func newFleetOf(cfg *config, hist *histogram, spec fleetSpec) *fleet {
 	sh := &shared{
 		url:        cfg.wsURL(),
 		dialers:    newDialers(cfg),
-		keys:       cfg.Keys,
-		perKey:     maxPerKey(cfg.totalEvents(), cfg.Keys),
+		keys:       spec.keys,
+		perKey:     spec.perKey,
 		exchange:   cfg.Exchange,
 		hsTimeout:  cfg.HandshakeTimeout,
 		hist:       hist,
-		handshakes: make(chan handshakeResult, cfg.Conns),
+		samples:    spec.samples,
+		handshakes: make(chan handshakeResult, spec.conns),
 		sem:        make(chan struct{}, cfg.DialConcurrency),
 	}
 	sh.bufPool.New = func() any { b := make([]byte, 0, 4096); return &b }
-	f := &fleet{sh: sh, clients: make([]*client, cfg.Conns)}
+	f := &fleet{sh: sh, clients: make([]*client, spec.conns)}
 	for i := range f.clients {
-		f.clients[i] = newClient(i, cfg.Keys, cfg.Exchange)
+		f.clients[i] = newNamedClient(i, spec.keys, cfg.Exchange, spec.name)
 	}
 	return f
 }

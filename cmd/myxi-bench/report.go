@@ -104,6 +104,7 @@ type result struct {
 	FloorRatio                  float64 `json:"floor_ratio,omitempty"`
 
 	Flood *floodResult `json:"flood,omitempty"`
+	Storm *stormResult `json:"storm,omitempty"`
 }
 
 func (r *result) fail(format string, a ...any) {

@@ -71,7 +71,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		logf("warning: %v", err)
 	}
 	logf("open files: soft limit %d (hard %d)", soft, hard)
-	if need := cfg.Conns + cfg.floodSockets() + fdReserve; uint64(need) > soft {
+	if need := cfg.Conns + cfg.floodSockets() + cfg.stormSockets() + fdReserve; uint64(need) > soft {
 		fmt.Fprintf(stderr, "myxi-bench: -conns %d needs about %d open files, but this process may open %d (hard limit %d): lower -conns\n",
 			cfg.Conns, need, soft, hard)
 		return exitSetup
@@ -92,6 +92,20 @@ func run(args []string, stdout, stderr io.Writer) int {
 		os.Exit(exitTimeout)
 	})
 	defer watchdog.Stop()
+
+	if cfg.Storm {
+		r, err := runStorm(cfg, &current, logf)
+		if err != nil {
+			fmt.Fprintf(stderr, "myxi-bench: storm: %v\n", err)
+			return exitSetup
+		}
+		writeStormReport(stdout, r)
+		fmt.Fprintln(stdout, resultLine(r))
+		if r.Pass {
+			return exitPass
+		}
+		return exitFail
+	}
 
 	var results []*result
 	for _, tg := range targets {
@@ -124,55 +138,10 @@ func runTarget(cfg *config, tg target, current *atomic.Pointer[spawned], logf fu
 	ctx, cancel := context.WithTimeout(context.Background(), cfg.Timeout)
 	defer cancel()
 
-	u, _ := url.Parse(cfg.URL)
-	port, _ := urlPort(u)
-
-	pid := 0
-	var sp *spawned
-	var err error
-	spawn := func(what string, start func() (*spawned, error)) error {
-		if portBusy(port) {
-			return fmt.Errorf("port %d is already in use: stop that server or run without -spawn/-floor", port)
-		}
-		if sp, err = start(); err != nil {
-			return err
-		}
-		current.Store(sp)
-		logf("spawned %s (log: %s), waiting for port %d", what, sp.logPath, port)
-		if pid, err = sp.waitReady(ctx, port, cfg.SpawnWait); err != nil {
-			return err
-		}
-		return nil
-	}
-	defer func() {
-		if sp != nil {
-			sp.stop(10 * time.Second)
-			current.CompareAndSwap(sp, nil)
-		}
-	}()
-	switch {
-	case tg.floor:
-		logPath := cfg.SpawnLog
-		if logPath != "" {
-			logPath += ".floor"
-		}
-		if err := spawn("the floor server", func() (*spawned, error) { return spawnFloor(cfg.floorConfig(), port, logPath) }); err != nil {
-			return nil, false, err
-		}
-	case cfg.Spawn != "":
-		if err := spawn(fmt.Sprintf("%q", cfg.Spawn), func() (*spawned, error) { return spawnServer(cfg.Spawn, cfg.AMQP, port, cfg.SpawnLog) }); err != nil {
-			return nil, false, err
-		}
-	case cfg.PID > 0:
-		pid = cfg.PID
-		if _, err := os.Stat(fmt.Sprintf("/proc/%d", pid)); err != nil {
-			return nil, false, fmt.Errorf("-pid %d: no such process", pid)
-		}
-	case cfg.PID == 0:
-		if pid, err = findListenerPID(port); err != nil {
-			logf("warning: server not sampled: %v (give -pid or -spawn)", err)
-			pid = 0
-		}
+	pid, sp, err := serverUp(ctx, cfg, tg, current, logf, nil)
+	defer stopSpawned(sp, current)
+	if err != nil {
+		return nil, false, err
 	}
 	r := &result{
 		Scenario: cfg.Scenario, Target: tg.name, URL: cfg.wsURL(), Exchange: cfg.Exchange,
@@ -326,6 +295,65 @@ func runTarget(cfg *config, tg target, current *atomic.Pointer[spawned], logf fu
 	}
 	r.Pass = len(r.Failures) == 0
 	return r, publishing, nil
+}
+
+// serverUp spawns the server of tg (the floor, the -spawn command with
+// env added to its environment) or finds the one listening, and returns
+// the pid to sample (0: none). The spawned process comes back even with an
+// error, for stopSpawned.
+func serverUp(ctx context.Context, cfg *config, tg target, current *atomic.Pointer[spawned], logf func(string, ...any), env []string) (int, *spawned, error) {
+	u, _ := url.Parse(cfg.URL)
+	port, _ := urlPort(u)
+	pid := 0
+	var sp *spawned
+	var err error
+	spawn := func(what string, start func() (*spawned, error)) error {
+		if portBusy(port) {
+			return fmt.Errorf("port %d is already in use: stop that server or run without -spawn/-floor", port)
+		}
+		if sp, err = start(); err != nil {
+			return err
+		}
+		current.Store(sp)
+		logf("spawned %s (log: %s), waiting for port %d", what, sp.logPath, port)
+		if pid, err = sp.waitReady(ctx, port, cfg.SpawnWait); err != nil {
+			return err
+		}
+		return nil
+	}
+	switch {
+	case tg.floor:
+		logPath := cfg.SpawnLog
+		if logPath != "" {
+			logPath += ".floor"
+		}
+		if err := spawn("the floor server", func() (*spawned, error) { return spawnFloor(cfg.floorConfig(), port, logPath) }); err != nil {
+			return 0, sp, err
+		}
+	case cfg.Spawn != "":
+		if err := spawn(fmt.Sprintf("%q", cfg.Spawn), func() (*spawned, error) { return spawnServer(cfg.Spawn, cfg.AMQP, port, cfg.SpawnLog, env) }); err != nil {
+			return 0, sp, err
+		}
+	case cfg.PID > 0:
+		pid = cfg.PID
+		if _, err := os.Stat(fmt.Sprintf("/proc/%d", pid)); err != nil {
+			return 0, nil, fmt.Errorf("-pid %d: no such process", pid)
+		}
+	case cfg.PID == 0:
+		if pid, err = findListenerPID(port); err != nil {
+			logf("warning: server not sampled: %v (give -pid or -spawn)", err)
+			pid = 0
+		}
+	}
+	return pid, sp, nil
+}
+
+// stopSpawned stops what serverUp spawned (nothing when sp is nil).
+func stopSpawned(sp *spawned, current *atomic.Pointer[spawned]) {
+	if sp != nil {
+		sp.stop(10 * time.Second)
+		current.CompareAndSwap(sp, nil)
+	}
 }
 
 // aggregate adds up the clients' counters into r and sets the failures.

@@ -25,11 +25,14 @@ type spawned struct {
 	waitErr error
 }
 
-func spawnServer(command, amqpURL string, port int, logPath string) (*spawned, error) {
+// spawnServer starts the -spawn command; env is added to its environment.
+func spawnServer(command, amqpURL string, port int, logPath string, env []string) (*spawned, error) {
 	if logPath == "" {
 		logPath = filepath.Join(os.TempDir(), fmt.Sprintf("myxi-bench-server-%d.log", os.Getpid()))
 	}
-	return spawnCmd(exec.Command("/bin/sh", "-c", command), amqpURL, port, logPath)
+	cmd := exec.Command("/bin/sh", "-c", command)
+	cmd.Env = env
+	return spawnCmd(cmd, amqpURL, port, logPath)
 }
 
 // spawnFloor starts this binary's floor-server subcommand (see floor.go).
@@ -45,13 +48,14 @@ func spawnFloor(fc *floorConfig, port int, logPath string) (*spawned, error) {
 }
 
 // spawnCmd starts cmd in a process group of its own with RABBITMQ_URL and
-// MYXI_PORT set, its output to logPath.
+// MYXI_PORT set (after this process's environment and cmd.Env), its output
+// to logPath.
 func spawnCmd(cmd *exec.Cmd, amqpURL string, port int, logPath string) (*spawned, error) {
 	logf, err := os.Create(logPath)
 	if err != nil {
 		return nil, fmt.Errorf("spawn log: %w", err)
 	}
-	cmd.Env = append(os.Environ(), "RABBITMQ_URL="+amqpURL, "MYXI_PORT="+strconv.Itoa(port))
+	cmd.Env = append(append(os.Environ(), cmd.Env...), "RABBITMQ_URL="+amqpURL, "MYXI_PORT="+strconv.Itoa(port))
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
