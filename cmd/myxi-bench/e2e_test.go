@@ -336,13 +336,15 @@ func TestEndToEndFlood(t *testing.T) {
 				fl.HealthyMaxMs < fl.HealthyP99Ms || fl.HealthyP50Ms > fl.HealthyP99Ms {
 				t.Fatalf("healthy socket: %+v\n%s", fl, out)
 			}
-			if fl.HealthyDuringN < 1 || fl.HealthyDuringN > fl.HealthyAnswered || fl.HealthyDuringMaxMs > fl.HealthyMaxMs {
-				t.Fatalf("healthy socket during the flood: %+v", fl)
-			}
 			if fl.Flooders != 1 || len(fl.PerFlooder) != 1 {
 				t.Fatalf("flooders: %+v", fl)
 			}
 			o := fl.PerFlooder[0]
+			// A flood closed within a few ping intervals (20 ms) may see
+			// no healthy Ping at all.
+			if fl.HealthyDuringN < 1 && (limit == 0 || o.ClosedAfter > 0.1) || fl.HealthyDuringN > fl.HealthyAnswered || fl.HealthyDuringMaxMs > fl.HealthyMaxMs {
+				t.Fatalf("healthy socket during the flood: %+v (flooder %+v)", fl, o)
+			}
 			if limit == 0 {
 				// never closed: it stops at -flood-max-frames (or the duration)
 				// (the fake answers a close before the Pongs it has queued)
