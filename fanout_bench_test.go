@@ -26,19 +26,9 @@ func BenchmarkFanout(b *testing.B) {
 				b.Fatal(err)
 			}
 			defer srv.Shutdown(context.Background())
-			conns := make([]*conn, n)
-			for i := range conns {
-				ctx, cancel := context.WithCancel(context.Background())
-				defer cancel()
-				c := &conn{srv: srv, ctx: ctx, cancel: cancel}
-				c.queue = sendQueue{maxItems: 1024, maxBytes: 1 << 20}
-				c.log, c.m = srv.log, srv.metrics
-				c.writing.Store(true) // the benchmark drains the queues itself
-				conns[i] = c
-				if err := srv.hub.Subscribe(ctx, "bench", "k", c); err != nil {
-					b.Fatal(err)
-				}
-			}
+			conns := benchSessions(b, srv, n, func(ctx context.Context, c *conn) error {
+				return srv.hub.Subscribe(ctx, "bench", "k", c)
+			})
 			body := []byte(`{"event":"Bench","payload":{"t":1732550000000000000,"seq":1,"pad":"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"}}`)
 			msg := broker.Message{Exchange: "bench", RoutingKey: "k", Body: body}
 			spare := make([]*frame, 0, 4)
@@ -54,6 +44,25 @@ func BenchmarkFanout(b *testing.B) {
 			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*n), "ns/delivery")
 		})
 	}
+}
+
+// benchSessions makes n sessions without sockets, each subscribed by
+// subscribe; the benchmark drains their queues itself.
+func benchSessions(b *testing.B, srv *Server, n int, subscribe func(context.Context, *conn) error) []*conn {
+	ctx, cancel := context.WithCancel(context.Background())
+	b.Cleanup(cancel)
+	conns := make([]*conn, n)
+	for i := range conns {
+		c := &conn{srv: srv, ctx: ctx, cancel: cancel}
+		c.queue = sendQueue{maxItems: 1024, maxBytes: 1 << 20}
+		c.log, c.m = srv.log, srv.metrics
+		c.writing.Store(true) // no writer goroutine: the benchmark drains the queues
+		conns[i] = c
+		if err := subscribe(ctx, c); err != nil {
+			b.Fatal(err)
+		}
+	}
+	return conns
 }
 
 // BenchmarkDecodeAction measures decoding a typical Subscribe frame.
@@ -99,19 +108,10 @@ func BenchmarkFanoutHistory(b *testing.B) {
 			}
 			defer srv.Shutdown(context.Background())
 			idx := srv.histories["bench"]
-			conns := make([]*conn, n)
-			for i := range conns {
-				ctx, cancel := context.WithCancel(context.Background())
-				defer cancel()
-				c := &conn{srv: srv, ctx: ctx, cancel: cancel}
-				c.queue = sendQueue{maxItems: 1024, maxBytes: 1 << 20}
-				c.log, c.m = srv.log, srv.metrics
-				c.writing.Store(true) // the benchmark drains the queues itself
-				conns[i] = c
-				if _, err := idx.Subscribe(ctx, "k", c, nil, func(history.Decision[*frame]) {}); err != nil {
-					b.Fatal(err)
-				}
-			}
+			conns := benchSessions(b, srv, n, func(ctx context.Context, c *conn) error {
+				_, err := idx.Subscribe(ctx, "k", c, nil, func(history.Decision[*frame]) {})
+				return err
+			})
 			body := []byte(`{"event":"Bench","payload":{"t":1732550000000000000,"seq":1,"pad":"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"}}`)
 			spare := make([]*frame, 0, 4)
 			offset := uint64(1)

@@ -11,6 +11,7 @@ import (
 	amqp "github.com/rabbitmq/amqp091-go"
 
 	"github.com/myxi/myxi"
+	"github.com/myxi/myxi/broker/rabbitmq"
 	"github.com/myxi/myxi/internal/testutil"
 )
 
@@ -38,23 +39,7 @@ func onExchange(exchange string) serverOption {
 func deleteStreamOnCleanup(t *testing.T, exchange string) {
 	t.Helper()
 	url := testutil.RabbitMQURL(t)
-	t.Cleanup(func() {
-		conn, err := amqp.Dial(url)
-		if err != nil {
-			t.Logf("cleanup: cannot reach RabbitMQ to delete the stream of %s: %v", exchange, err)
-			return
-		}
-		defer conn.Close()
-		ch, err := conn.Channel()
-		if err != nil {
-			t.Logf("cleanup: channel: %v", err)
-			return
-		}
-		defer ch.Close()
-		if _, err := ch.QueueDelete("myxi.history."+exchange, false, false, false); err != nil {
-			t.Logf("cleanup: delete stream myxi.history.%s: %v", exchange, err)
-		}
-	})
+	t.Cleanup(func() { testutil.DeleteQueue(t, url, rabbitmq.StreamName(exchange)) })
 }
 
 // historyNodes starts n nodes sharing one history exchange on RabbitMQ.

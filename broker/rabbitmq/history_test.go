@@ -144,21 +144,7 @@ func deleteStreamOnCleanup(tb testing.TB, url, exchange string) {
 
 func deleteStream(tb testing.TB, url, exchange string) {
 	tb.Helper()
-	conn, err := amqp.Dial(url)
-	if err != nil {
-		tb.Errorf("delete the stream of %s: %v", exchange, err)
-		return
-	}
-	defer conn.Close()
-	ch, err := conn.Channel()
-	if err != nil {
-		tb.Errorf("delete the stream of %s: %v", exchange, err)
-		return
-	}
-	defer ch.Close()
-	if _, err := ch.QueueDelete(rabbitmq.StreamName(exchange), false, false, false); err != nil {
-		tb.Errorf("delete the stream of %s: %v", exchange, err)
-	}
+	testutil.DeleteQueue(tb, url, rabbitmq.StreamName(exchange))
 }
 
 var testHistory = broker.History{MaxAge: 10 * time.Minute, MaxBytes: 4 << 20}

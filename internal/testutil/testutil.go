@@ -81,3 +81,24 @@ func DeleteExchangesOnCleanup(tb testing.TB, url string, names ...string) {
 		}
 	})
 }
+
+// DeleteQueue deletes queue (a history stream, say) from RabbitMQ,
+// reporting a failure as a test error.
+func DeleteQueue(tb testing.TB, url, queue string) {
+	tb.Helper()
+	conn, err := amqp.Dial(url)
+	if err != nil {
+		tb.Errorf("delete queue %s: %v", queue, err)
+		return
+	}
+	defer conn.Close()
+	ch, err := conn.Channel()
+	if err != nil {
+		tb.Errorf("delete queue %s: %v", queue, err)
+		return
+	}
+	defer ch.Close()
+	if _, err := ch.QueueDelete(queue, false, false, false); err != nil {
+		tb.Errorf("delete queue %s: %v", queue, err)
+	}
+}
