@@ -17,6 +17,8 @@ import (
 	"github.com/labstack/echo/v4"
 
 	"github.com/myxi/myxi"
+	"github.com/myxi/myxi/broker"
+	"github.com/myxi/myxi/broker/memory"
 )
 
 // startDemo wires the demo as main does, on the embedded broker, behind an
@@ -25,7 +27,7 @@ func startDemo(t *testing.T) (*httptest.Server, *Store) {
 	t.Helper()
 	store := openTestStore(t, filepath.Join(t.TempDir(), "w.db"))
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	srv, err := myxi.New(myxi.Config{Exchanges: exchanges(store), Actions: actions(store), Logger: log, DrainPeriod: time.Millisecond})
+	srv, err := myxi.New(myxi.Config{Exchanges: exchanges(store), Actions: actions(store), History: history(nil), Logger: log, DrainPeriod: time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -68,22 +70,36 @@ func (c *client) send(action string, payload any) {
 	}
 }
 
+// event is one event from the server; Mq is set on an exchange's events.
+type event struct {
+	Event   string          `json:"event"`
+	Payload json.RawMessage `json:"payload"`
+	Mq      *struct {
+		E  string `json:"e"`
+		Rk string `json:"rk"`
+		O  *int64 `json:"o"`
+		Ep string `json:"ep"`
+	} `json:"mq"`
+}
+
 // expect reads the next event and checks its name and, unless empty, its
 // payload.
-func (c *client) expect(event, payload string) json.RawMessage {
+func (c *client) expect(name, payload string) json.RawMessage {
+	c.t.Helper()
+	return c.expectEvent(name, payload).Payload
+}
+
+func (c *client) expectEvent(name, payload string) event {
 	c.t.Helper()
 	_ = c.ws.SetReadDeadline(time.Now().Add(5 * time.Second))
-	var got struct {
-		Event   string          `json:"event"`
-		Payload json.RawMessage `json:"payload"`
-	}
+	var got event
 	if err := c.ws.ReadJSON(&got); err != nil {
-		c.t.Fatalf("waiting for %s: %v", event, err)
+		c.t.Fatalf("waiting for %s: %v", name, err)
 	}
-	if got.Event != event || (payload != "" && string(got.Payload) != payload) {
-		c.t.Fatalf("got %s %s, want %s %s", got.Event, got.Payload, event, payload)
+	if got.Event != name || (payload != "" && string(got.Payload) != payload) {
+		c.t.Fatalf("got %s %s, want %s %s", got.Event, got.Payload, name, payload)
 	}
-	return got.Payload
+	return got
 }
 
 // The seed README's flow: Authenticate, SayHello, a denied and an allowed
@@ -110,7 +126,14 @@ func TestReadmeFlow(t *testing.T) {
 	c.send("Subscribe", map[string]string{"exchange": "widgets", "routing_key": "4"})
 	c.expect("Error", `{"error":"SubscriptionDenied","exchange":"widgets","message":"the exchange's authorizer refused this key to this session","routing_key":"4"}`)
 	c.send("Subscribe", map[string]string{"exchange": "widgets", "routing_key": "1"})
-	c.expect("Subscribed", `{"exchange":"widgets","routing_key":"1"}`)
+	var subscribed struct {
+		Exchange   string `json:"exchange"`
+		RoutingKey string `json:"routing_key"`
+		Epoch      string `json:"epoch"`
+	}
+	if err := json.Unmarshal(c.expect("Subscribed", ""), &subscribed); err != nil || subscribed.Exchange != "widgets" || subscribed.RoutingKey != "1" || subscribed.Epoch == "" {
+		t.Fatalf("Subscribed %+v (%v), want widgets/1 with an epoch (the exchange keeps a history)", subscribed, err)
+	}
 
 	if code, body := post(t, ts, "/api/widgets/1", "bob-token", `{"delta": 3}`); code != http.StatusOK {
 		t.Fatalf("POST: %d %s", code, body)
@@ -174,5 +197,102 @@ func TestHTTPTimeouts(t *testing.T) {
 	hs := newHTTPServer(http.NotFoundHandler())
 	if hs.ReadHeaderTimeout <= 0 || hs.ReadTimeout <= 0 || hs.WriteTimeout <= 0 || hs.IdleTimeout <= 0 {
 		t.Fatalf("timeouts: header %v, read %v, write %v, idle %v", hs.ReadHeaderTimeout, hs.ReadTimeout, hs.WriteTimeout, hs.IdleTimeout)
+	}
+}
+
+// position is a Subscribe's "since".
+type position struct {
+	Offset int64  `json:"offset"`
+	Epoch  string `json:"epoch"`
+}
+
+// subscribeSince authenticates c as alice and subscribes it to widgets/1,
+// from since when it is not nil, and returns Subscribed's payload.
+func (c *client) subscribeSince(since *position) (recovered *bool, at position) {
+	c.t.Helper()
+	c.send("Authenticate", map[string]string{"session_token": "alice-token"})
+	c.expect("Authenticated", `{"username":"alice"}`)
+	subscribe := map[string]any{"exchange": "widgets", "routing_key": "1"}
+	if since != nil {
+		subscribe["since"] = since
+	}
+	c.send("Subscribe", subscribe)
+	var got struct {
+		Recovered *bool `json:"recovered"`
+		position
+	}
+	if err := json.Unmarshal(c.expect("Subscribed", ""), &got); err != nil || got.Epoch == "" {
+		c.t.Fatalf("Subscribed: %+v (%v), want an epoch", got, err)
+	}
+	return got.Recovered, got.position
+}
+
+// The widgets exchange keeps a history: a page that comes back from its
+// last position gets the changes it missed, in order, then live ones; one
+// whose position is of another history is told to reload.
+func TestMissedChangesReplayed(t *testing.T) {
+	ts, _ := startDemo(t)
+	c := dial(t, ts)
+	if recovered, _ := c.subscribeSince(nil); recovered != nil {
+		t.Fatalf("recovered = %v on a Subscribe without since", *recovered)
+	}
+	if code, body := post(t, ts, "/api/widgets/1", "bob-token", `{"quantity": 20}`); code != http.StatusOK {
+		t.Fatalf("POST: %d %s", code, body)
+	}
+	live := c.expectEvent("WidgetQtyChanged", `{"quantity":20}`)
+	if live.Mq == nil || live.Mq.O == nil || live.Mq.Ep == "" {
+		t.Fatalf("live event without a position: %+v", live.Mq)
+	}
+	last := position{Offset: *live.Mq.O, Epoch: live.Mq.Ep}
+	c.ws.Close() // the page goes offline
+
+	for _, q := range []string{`{"quantity": 21}`, `{"quantity": 22}`} {
+		if code, body := post(t, ts, "/api/widgets/1", "bob-token", q); code != http.StatusOK {
+			t.Fatalf("POST: %d %s", code, body)
+		}
+	}
+
+	back := dial(t, ts)
+	recovered, _ := back.subscribeSince(&last)
+	if recovered == nil || !*recovered {
+		t.Fatalf("recovered = %v, want true", recovered)
+	}
+	for _, want := range []string{`{"quantity":21}`, `{"quantity":22}`} {
+		ev := back.expectEvent("WidgetQtyChanged", want)
+		if ev.Mq == nil || ev.Mq.O == nil || *ev.Mq.O <= last.Offset || ev.Mq.Ep != last.Epoch {
+			t.Fatalf("replayed %s at %+v, want after %+v", want, ev.Mq, last)
+		}
+		last.Offset = *ev.Mq.O
+	}
+	if code, body := post(t, ts, "/api/widgets/1", "bob-token", `{"quantity": 23}`); code != http.StatusOK {
+		t.Fatalf("POST: %d %s", code, body)
+	}
+	back.expect("WidgetQtyChanged", `{"quantity":23}`)
+
+	// A position of another history (a restarted server has a new epoch):
+	// nothing is replayed, the page reloads.
+	other := dial(t, ts)
+	recovered, at := other.subscribeSince(&position{Offset: 1, Epoch: "an-older-history"})
+	if recovered == nil || *recovered || at.Epoch != last.Epoch {
+		t.Fatalf("recovered = %v at %+v, want false in epoch %q", recovered, at, last.Epoch)
+	}
+	if code, body := post(t, ts, "/api/widgets/1", "bob-token", `{"quantity": 24}`); code != http.StatusOK {
+		t.Fatalf("POST: %d %s", code, body)
+	}
+	other.expect("WidgetQtyChanged", `{"quantity":24}`) // the next event is live, none replayed before it
+}
+
+// liveOnly is a broker that keeps no history.
+type liveOnly struct{ broker.Broker }
+
+func TestHistoryNeedsAHistorian(t *testing.T) {
+	if h := history(nil); h[widgetsExchange].MaxAge != historyMaxAge {
+		t.Errorf("embedded broker: history %v, want %s for %q", h, historyMaxAge, widgetsExchange)
+	}
+	if h := history(memory.New()); h[widgetsExchange].MaxAge != historyMaxAge {
+		t.Errorf("memory broker: history %v, want %s for %q", h, historyMaxAge, widgetsExchange)
+	}
+	if h := history(liveOnly{}); h != nil {
+		t.Errorf("a broker without history: %v, want none (myxi.New would refuse it)", h)
 	}
 }

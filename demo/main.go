@@ -32,6 +32,7 @@ import (
 	"github.com/labstack/echo/v4/middleware"
 
 	"github.com/myxi/myxi"
+	"github.com/myxi/myxi/broker"
 	"github.com/myxi/myxi/broker/rabbitmq"
 )
 
@@ -76,6 +77,7 @@ func run(ctx context.Context, logger *slog.Logger, dbPath string) error {
 	}
 	cfg.Exchanges = exchanges(store)
 	cfg.Actions = actions(store)
+	cfg.History = history(cfg.Broker)
 	srv, err := myxi.New(cfg)
 	if err != nil {
 		return err
@@ -125,6 +127,24 @@ func run(ctx context.Context, logger *slog.Logger, dbPath string) error {
 	}
 	return srv.Shutdown(stopCtx)
 }
+
+// history gives the widgets exchange a history, so that a page that was
+// offline gets the changes it missed replayed when it comes back. b is the
+// configured broker, nil for the embedded one (which keeps history in
+// memory). myxi.New refuses History with a broker that keeps none: the
+// RabbitMQ broker gets it once it implements broker.Historian, until then
+// its pages reload the quantities after every reconnect, as without
+// history.
+func history(b broker.Broker) map[string]myxi.History {
+	if _, ok := b.(broker.Historian); b != nil && !ok {
+		return nil
+	}
+	return map[string]myxi.History{widgetsExchange: {MaxAge: historyMaxAge}}
+}
+
+// historyMaxAge: a page offline for longer reloads the quantities instead
+// (so does one that missed more than the replay limit, 1000 events).
+const historyMaxAge = 10 * time.Minute
 
 // newHTTPServer returns the demo's HTTP server with its timeouts.
 func newHTTPServer(h http.Handler) *http.Server {

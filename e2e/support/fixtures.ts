@@ -5,9 +5,17 @@ import { DemoNode } from './demo.ts';
 
 export { expect };
 
+export interface NodeOptions {
+  /**
+   * The embedded broker even when RabbitMQ is there: its history lives in
+   * the node's memory, so a restarted node has a new epoch.
+   */
+  embedded?: boolean;
+}
+
 export interface Nodes {
   /** Starts a node; every node of a test shares that test's database file. */
-  start(): Promise<DemoNode>;
+  start(options?: NodeOptions): Promise<DemoNode>;
   /** Whether nodes can share a RabbitMQ (else each has the embedded broker). */
   readonly rabbitmq: boolean;
 }
@@ -18,11 +26,11 @@ export const test = base.extend<{ nodes: Nodes; demo: DemoNode }>({
     const rabbitmqURL = process.env.MYXI_E2E_RABBITMQ_URL ?? '';
     await use({
       rabbitmq: rabbitmqURL !== '',
-      async start() {
+      async start(options: NodeOptions = {}) {
         const node = new DemoNode({
           db: testInfo.outputPath('widgets.db'),
           logFile: testInfo.outputPath(`node-${started.length + 1}.log`),
-          rabbitmqURL,
+          rabbitmqURL: options.embedded ? '' : rabbitmqURL,
         });
         started.push(node);
         await node.start();
@@ -48,7 +56,7 @@ export interface Frame {
   action?: string;
   tag?: unknown;
   payload?: Record<string, unknown>;
-  mq?: { e: string; rk: string };
+  mq?: { e: string; rk: string; o?: number; ep?: string };
 }
 
 /** The widgets page, as a person (and a protocol analyser) sees it. */

@@ -65,6 +65,24 @@ export class TcpProxy {
     this.deadOnArrival = n;
   }
 
+  /**
+   * Closes every WebSocket connection at once, both ways: the browser sees
+   * its socket close (1006, no close frame), the server its session end,
+   * as when a network drops with a reset. Returns how many.
+   */
+  dropWebSockets(): number {
+    let n = 0;
+    for (const pair of this.pairs) {
+      if (!pair.websocket) continue;
+      pair.dead = true; // no close is passed on: both ends are closed here
+      pair.client.destroy();
+      pair.upstream.destroy();
+      this.pairs.delete(pair);
+      n++;
+    }
+    return n;
+  }
+
   /** WebSocket connections whose bytes still pass. */
   get liveWebSockets(): number {
     return [...this.pairs].filter((p) => p.websocket && !p.dead).length;

@@ -19,8 +19,10 @@ test('after the server is killed and restarted, the page reconnects, re-authenti
 
   await demo.start();
   const restarted = Date.now();
-  // A change made while the page is still away is not replayed by the
-  // server: the page catches up on its own once it is back.
+  // A change made while the page is still away: the page catches up once
+  // it is back, by a replay where the history outlived the process (a
+  // broker that keeps it), else by reloading (RecoveryFailed, or an
+  // exchange without history).
   await demo.changeQuantity(1, { quantity: 30 }, 'bob-token');
   expect(await app.state.getAttribute('data-state')).toBe('reconnecting');
 

@@ -46,6 +46,7 @@
   var token = sessionStorage.getItem(TOKEN_KEY);
   var username = null;
   var closedOnce = false; // after a first close, "connecting" means reconnecting
+  var willReconnect = false; // the last close scheduled a retry
   var widgets = {}; // id -> { card, subscription, quantity, version }
 
   connection.on('SocketConnected', function () {
@@ -66,9 +67,16 @@
       if (w.status === 'live' || w.status === 'subscribing') setStatus(w, 'offline');
     });
   });
-  connection.on('SocketClosed', function () {
+  connection.on('SocketClosed', function (info) {
     closedOnce = true;
+    willReconnect = info.reconnectIn != null;
     renderState();
+  });
+  // Back from offline (a laptop waking up, a network change): reconnect
+  // now rather than at the end of the client's retry delay. Not after a
+  // close that says not to come back (4001), when no retry is scheduled.
+  window.addEventListener('online', function () {
+    if (willReconnect && connection.state === 'closed') connection.connect();
   });
   connection.on('SocketMessageReceived', function (event) {
     logEvent(event);
@@ -180,16 +188,27 @@
 
   // subscribe: one subscription per card, widgets/<id>. The server's
   // authorizer decides; a refusal arrives as SubscriptionDenied.
+  //
+  // The widgets exchange keeps a history: after a reconnect the client
+  // subscribes again from the last event it saw, and the server replays
+  // what this page missed (mq.replayed, recovered true), so nothing needs
+  // reloading. The quantities are reloaded from the API when that is not
+  // possible: RecoveryFailed (the history was lost, e.g. the server
+  // restarted, or too much was missed), and after a Subscribed that did
+  // not resume (recovered null): the first one, which may follow a change
+  // made between the page's load and its subscription, and every one on an
+  // exchange without history (the demo on a broker that keeps none).
   function subscribe(w) {
     var subscription = connection.subscribe('widgets', w.id);
     w.subscription = subscription;
-    w.resubscribed = false;
     setStatus(w, connection.state === 'authenticated' ? 'subscribing' : 'pending');
     subscription.on('Subscribed', function () {
       setStatus(w, 'live');
-      // Events are not replayed after a reconnect: catch up on what was missed.
-      if (w.resubscribed) refreshQuantities();
-      w.resubscribed = true;
+      if (this.recovered === null) refreshQuantities('Subscribed');
+    });
+    subscription.on('RecoveryFailed', function () {
+      logLocal('RecoveryFailed', 'widgets / ' + w.id + ': the missed events cannot be replayed; reloading the quantities.');
+      refreshQuantities('RecoveryFailed');
     });
     subscription.on('SubscriptionDenied', function () { setStatus(w, 'denied'); });
     subscription.on('Error', function (payload) {
@@ -198,25 +217,42 @@
     subscription.on('Unsubscribed', function (payload) {
       if (payload.auto) setStatus(w, 'revoked');
     });
+    // The event carries the new quantity, not a change to it: applying it
+    // twice, or after a reload that already has it, changes nothing.
     subscription.on('WidgetQtyChanged', function (payload) {
+      if (typeof payload.quantity !== 'number') return;
       w.version++;
       setQuantity(w, payload.quantity);
     });
   }
 
+  // refreshQuantities reloads every quantity from the API (what the page
+  // shows on sign-in). The Subscribed or RecoveryFailed of several widgets
+  // arrive together: they share one request. Only a RecoveryFailed reload
+  // is logged; the others are the routine of an exchange without history.
   var refreshTimer = null;
-  function refreshQuantities() {
+  var refreshReasons = [];
+  function refreshQuantities(reason) {
+    if (refreshReasons.indexOf(reason) < 0) refreshReasons.push(reason);
     clearTimeout(refreshTimer);
     refreshTimer = setTimeout(function () {
+      var reasons = refreshReasons;
+      refreshReasons = [];
       var versions = {};
       eachWidget(function (w) { versions[w.id] = w.version; });
       api('GET', '/api/widgets', null, token).then(function (list) {
+        var shown = [];
         list.forEach(function (view) {
           var w = widgets[String(view.id)];
+          if (!w || !view.visible) return;
           // An event that arrived meanwhile is newer than this answer.
-          if (w && view.visible && w.version === versions[w.id]) setQuantity(w, view.quantity);
+          if (w.version === versions[w.id]) setQuantity(w, view.quantity);
+          shown.push('#' + view.id + ' ' + w.quantity);
         });
-      }).catch(function () {});
+        if (reasons.indexOf('RecoveryFailed') >= 0) logLocal('Reloaded', 'Quantities from /api/widgets: ' + shown.join(', ') + '.');
+      }).catch(function (error) {
+        logLocal('Reload failed', error.message);
+      });
     }, 100);
   }
 
@@ -325,17 +361,20 @@
   function logEvent(event) {
     var where = event.mq ? event.mq.e + ' / ' + event.mq.rk : '';
     if (event.event === 'Error' && event.payload && event.payload.error) where = String(event.payload.error);
-    addLogEntry(event.event, where, JSON.stringify(event.payload), 'server');
+    // The client flags an event replayed from the history after a reconnect.
+    var replayed = !!(event.mq && event.mq.replayed);
+    addLogEntry(event.event, where, JSON.stringify(event.payload), 'server', replayed);
   }
 
   function logLocal(name, detail) {
     addLogEntry(name, '', detail, 'local');
   }
 
-  function addLogEntry(name, where, detail, kind) {
+  function addLogEntry(name, where, detail, kind, replayed) {
     var item = document.createElement('li');
     item.dataset.event = name;
     item.dataset.kind = kind;
+    if (replayed) item.dataset.replayed = 'true';
     var time = document.createElement('time');
     time.textContent = new Date().toLocaleTimeString();
     var title = document.createElement('strong');
@@ -346,6 +385,13 @@
       w.className = 'log-where';
       w.textContent = where;
       item.append(' ', w);
+    }
+    if (replayed) {
+      var tag = document.createElement('span');
+      tag.className = 'log-tag';
+      tag.textContent = 'replayed';
+      tag.title = 'Missed while offline, replayed from the history after the reconnect';
+      item.append(' ', tag);
     }
     if (detail) {
       var code = document.createElement('code');
