@@ -18,7 +18,7 @@ deps: ## what the tests need: Go modules and the npm devDependencies
 	$(GO) mod download
 	npm ci --no-audit --no-fund
 
-test: deps lint test-go test-examples test-broker-outage fuzz test-js test-e2e ## every test
+test: deps lint test-go test-examples test-broker-outage test-cluster fuzz test-js test-e2e ## every test
 
 lint:
 	@test -z "$$(gofmt -l . | grep -v '^node_modules/')" || { echo "gofmt needed:"; gofmt -l . | grep -v '^node_modules/'; exit 1; }

@@ -90,21 +90,32 @@ func (c *Cluster) Replicas(ctx context.Context, queue string) (QueueReplicas, er
 	if err != nil {
 		return QueueReplicas{}, err
 	}
+	// Members and online are lists for replicated queues only: a classic
+	// queue (a Myxi node's own) reports "" for both, so they are decoded
+	// for the queue asked about alone.
 	var rows []struct {
-		Name    string   `json:"name"`
-		Leader  string   `json:"leader"`
-		Members []string `json:"members"`
-		Online  []string `json:"online"`
+		Name    string          `json:"name"`
+		Leader  string          `json:"leader"`
+		Members json.RawMessage `json:"members"`
+		Online  json.RawMessage `json:"online"`
 	}
 	if err := json.Unmarshal([]byte(out), &rows); err != nil {
 		return QueueReplicas{}, fmt.Errorf("list_queues output %q: %w", out, err)
 	}
 	for _, r := range rows {
-		if r.Name == queue {
-			slices.Sort(r.Members)
-			slices.Sort(r.Online)
-			return QueueReplicas{Leader: r.Leader, Members: r.Members, Online: r.Online}, nil
+		if r.Name != queue {
+			continue
 		}
+		reps := QueueReplicas{Leader: r.Leader}
+		if err := json.Unmarshal(r.Members, &reps.Members); err != nil {
+			return QueueReplicas{}, fmt.Errorf("members of %s: %s: %w", queue, r.Members, err)
+		}
+		if err := json.Unmarshal(r.Online, &reps.Online); err != nil {
+			return QueueReplicas{}, fmt.Errorf("online replicas of %s: %s: %w", queue, r.Online, err)
+		}
+		slices.Sort(reps.Members)
+		slices.Sort(reps.Online)
+		return reps, nil
 	}
 	return QueueReplicas{}, fmt.Errorf("no queue %q on the cluster", queue)
 }
