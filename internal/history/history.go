@@ -102,7 +102,10 @@ type Index[S comparable, F any] struct {
 	seq0    uint64
 	bytes   int64
 	keys    map[string]*keyLog[S, F]
-	changed chan struct{} // closed and replaced when last or live changes
+	// changed is closed when last or live changes, then forgotten; made
+	// only by a waiter (see waitChan), so that a record costs no
+	// allocation when nobody waits, which is nearly always.
+	changed chan struct{}
 
 	feedEpoch string // the epoch records are encoded with; feed goroutine only
 }
@@ -113,15 +116,25 @@ func New[S comparable, F any](cfg Config[S, F]) *Index[S, F] {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	return &Index[S, F]{cfg: cfg, floor: -1, last: -1, fresh: true,
-		keys: map[string]*keyLog[S, F]{}, changed: make(chan struct{})}
+	return &Index[S, F]{cfg: cfg, floor: -1, last: -1, fresh: true, keys: map[string]*keyLog[S, F]{}}
 }
 
 var _ broker.HistoryFeed = (*Index[int, int])(nil)
 
+// signal wakes the waiters; x.mu must be held.
 func (x *Index[S, F]) signal() {
-	close(x.changed)
-	x.changed = make(chan struct{})
+	if x.changed != nil {
+		close(x.changed)
+		x.changed = nil
+	}
+}
+
+// waitChan returns a channel closed at the next change; x.mu must be held.
+func (x *Index[S, F]) waitChan() <-chan struct{} {
+	if x.changed == nil {
+		x.changed = make(chan struct{})
+	}
+	return x.changed
 }
 
 // Reset starts a new life of the history: every record is forgotten and
@@ -198,10 +211,11 @@ func (x *Index[S, F]) Record(r broker.Record) {
 		x.keys[r.RoutingKey] = k
 	}
 	seq := x.seq0 + uint64(len(x.entries))
-	x.entries = append(x.entries, entry[S, F]{off: off, at: x.cfg.Now().UnixNano(), size: size + entryOverhead, key: k, frame: frame})
+	now := x.cfg.Now()
+	x.entries = append(x.entries, entry[S, F]{off: off, at: now.UnixNano(), size: size + entryOverhead, key: k, frame: frame})
 	k.seqs = append(k.seqs, seq)
 	x.bytes += int64(size + entryOverhead)
-	x.evict()
+	x.evict(now)
 	var overflow []S
 	for s, h := range k.held {
 		switch {
@@ -231,9 +245,9 @@ func (x *Index[S, F]) Record(r broker.Record) {
 
 // evict drops the oldest entries while the index is over its bounds. The
 // newest entry always stays: a quiet history keeps its tail.
-func (x *Index[S, F]) evict() {
+func (x *Index[S, F]) evict(now time.Time) {
 	maxBytes := x.cfg.Bounds.MaxBytes
-	oldest := x.cfg.Now().Add(-x.cfg.Bounds.MaxAge).UnixNano()
+	oldest := now.Add(-x.cfg.Bounds.MaxAge).UnixNano()
 	n := 0
 	for n < len(x.entries)-1 {
 		e := &x.entries[n]
@@ -297,7 +311,7 @@ func (x *Index[S, F]) Subscribe(ctx context.Context, key string, s S, since *Pos
 	for {
 		x.mu.Lock()
 		if !x.live {
-			ch := x.changed
+			ch := x.waitChan()
 			x.mu.Unlock()
 			select {
 			case <-ch:
@@ -310,13 +324,13 @@ func (x *Index[S, F]) Subscribe(ctx context.Context, key string, s S, since *Pos
 		k := x.key(key)
 		switch {
 		case since == nil:
-			x.goLive(k, s)
+			k.addLive(s)
 		case since.Epoch != x.epoch:
-			x.goLive(k, s)
+			k.addLive(s)
 		case int64(since.Offset) > x.last:
 			if !waitedAhead {
 				// Another node's reader is a little ahead of this one's.
-				ch := x.changed
+				ch := x.waitChan()
 				x.mu.Unlock()
 				waitedAhead = x.waitFor(ctx, int64(since.Offset), ch)
 				continue
@@ -326,13 +340,13 @@ func (x *Index[S, F]) Subscribe(ctx context.Context, key string, s S, since *Pos
 			d.Offset = since.Offset
 			k.held[s] = &holding[F]{from: int64(since.Offset), ahead: true}
 		case int64(since.Offset) < x.floor:
-			x.goLive(k, s)
+			k.addLive(s)
 		default:
 			i := sort.Search(len(k.seqs), func(i int) bool {
 				return x.entries[k.seqs[i]-x.seq0].off > int64(since.Offset)
 			})
 			if len(k.seqs)-i > x.cfg.ReplayLimit {
-				x.goLive(k, s)
+				k.addLive(s)
 				break
 			}
 			d.Recovered = true
@@ -340,7 +354,7 @@ func (x *Index[S, F]) Subscribe(ctx context.Context, key string, s S, since *Pos
 				d.Replay = append(d.Replay, x.entries[seq-x.seq0].frame)
 			}
 			if len(d.Replay) == 0 {
-				x.goLive(k, s)
+				k.addLive(s)
 			} else {
 				k.held[s] = &holding[F]{from: x.last}
 			}
@@ -366,7 +380,7 @@ func (x *Index[S, F]) waitFor(ctx context.Context, offset int64, ch <-chan struc
 		}
 		x.mu.Lock()
 		reached := x.last >= offset
-		ch = x.changed
+		ch = x.waitChan()
 		x.mu.Unlock()
 		if reached {
 			return true
@@ -401,8 +415,6 @@ func (k *keyLog[S, F]) addLive(s S) {
 	k.pos[s] = len(k.live)
 	k.live = append(k.live, s)
 }
-
-func (x *Index[S, F]) goLive(k *keyLog[S, F], s S) { k.addLive(s) }
 
 // Drain hands s the records of key that arrived while it was replaying,
 // and reports live once there were none: s then gets new records through

@@ -271,9 +271,7 @@ func TestReplayMeetsLive(t *testing.T) {
 	froms := make([]uint64, len(subs))
 	for i := range subs {
 		subs[i] = &sink{}
-		for ti.Stats().Last < int64(i*total/len(subs)) {
-			time.Sleep(time.Millisecond)
-		}
+		ti.awaitLast(int64(i * total / len(subs)))
 		froms[i] = uint64(i * total / (2 * len(subs)))
 		ti.subscribe(t, "k", subs[i], &Position{Offset: froms[i], Epoch: "ep1"})
 	}
@@ -287,6 +285,20 @@ func TestReplayMeetsLive(t *testing.T) {
 		if !slices.Equal(got, want) {
 			t.Fatalf("subscriber %d from %d: got %d records %s, want %d in order", i, froms[i], len(got), summary(got), len(want))
 		}
+	}
+}
+
+// awaitLast waits until the index has read offset.
+func (ti *testIndex) awaitLast(offset int64) {
+	for {
+		ti.mu.Lock()
+		if ti.last >= offset {
+			ti.mu.Unlock()
+			return
+		}
+		ch := ti.waitChan()
+		ti.mu.Unlock()
+		<-ch
 	}
 }
 
