@@ -272,7 +272,9 @@ var _ Pusher = (*Server)(nil)
 // nodes would drop: an empty event name, a payload that does not encode to
 // a JSON object (nil becomes {}) or is not valid UTF-8, and an event over
 // Limits.MaxEventBytes (an error matching protocol's too_large
-// *BadBodyError).
+// *BadBodyError; on a history exchange the frame is counted with the
+// largest position it could carry). On a history exchange the event is
+// recorded, and Push returns once the broker has confirmed the record.
 func (s *Server) Push(ctx context.Context, exchange, routingKey, event string, payload any) error {
 	if _, ok := s.cfg.Exchanges[exchange]; !ok {
 		return fmt.Errorf("myxi: push to %q: %w", exchange, ErrUnknownExchange)
@@ -287,14 +289,14 @@ func (s *Server) Push(ctx context.Context, exchange, routingKey, event string, p
 	if err != nil {
 		return fmt.Errorf("myxi: %w", err)
 	}
-	if err := protocol.CheckEventSize(exchange, routingKey, body, int(s.cfg.Limits.MaxEventBytes)); err != nil {
-		return fmt.Errorf("myxi: push %s to %q: %w", event, exchange, err)
-	}
-	publish := s.broker.Publish
+	check, publish := protocol.CheckEventSize, s.broker.Publish
 	if s.histories[exchange] != nil {
 		// Recorded, so that clients that were away get it on recovery;
 		// it returns once the broker has confirmed the record.
-		publish = s.broker.(broker.Historian).Append
+		check, publish = protocol.CheckRecordSize, s.broker.(broker.Historian).Append
+	}
+	if err := check(exchange, routingKey, body, int(s.cfg.Limits.MaxEventBytes)); err != nil {
+		return fmt.Errorf("myxi: push %s to %q: %w", event, exchange, err)
 	}
 	if err := publish(ctx, exchange, routingKey, body); err != nil {
 		s.metrics.pushErrors.Inc()

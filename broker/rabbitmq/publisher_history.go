@@ -10,6 +10,7 @@ import (
 	amqp "github.com/rabbitmq/amqp091-go"
 
 	"github.com/myxi/myxi/broker"
+	"github.com/myxi/myxi/internal/protocol"
 )
 
 // How a Publisher learns which exchanges have history (docs/history.md,
@@ -69,6 +70,9 @@ func (p *Publisher) push(ctx context.Context, exchange, routingKey string, body 
 		}
 		if epoch == "" {
 			return p.broker.Publish(ctx, exchange, routingKey, body)
+		}
+		if err := protocol.CheckRecordSize(exchange, routingKey, body, p.maxEventBytes); err != nil {
+			return err // Push's own check counted no position
 		}
 		err = p.broker.appendTo(ctx, s, StreamName(exchange), epoch, exchange, routingKey, body, p.liveCopy)
 		if attempt > 0 || !errors.Is(err, errReturned) {

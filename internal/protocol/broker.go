@@ -109,6 +109,32 @@ func CheckEventSize(exchange, routingKey string, body []byte, maxBytes int) erro
 	return err
 }
 
+// CheckRecordSize is CheckEventSize for an event appended to a history:
+// its frame also carries a position ("o" and "ep"), counted at its
+// largest (an offset of 16 digits, an epoch of 64 bytes), so that no node
+// drops a record that was accepted.
+func CheckRecordSize(exchange, routingKey string, body []byte, maxBytes int) error {
+	if maxBytes <= 0 {
+		return nil
+	}
+	if len(body) > maxBytes {
+		return tooLarge("the body", len(body), maxBytes)
+	}
+	if len(body)+frameOverhead(exchange, routingKey)+maxPositionBytes <= maxBytes {
+		return nil
+	}
+	_, err := RecordEvent(exchange, routingKey, body, maxBytes, largestPosition)
+	return err
+}
+
+// largestPosition is the longest position a record's frame can carry.
+var largestPosition = Position{Offset: 1<<53 - 1, Epoch: strings.Repeat("x", 64)}
+
+// maxPositionBytes bounds what a position adds to a frame: `,"o":` and
+// 16 digits (below 2^53), `,"ep":""` and 64 bytes that need no escaping
+// (broker.NewEpoch's alphabet; a longer or odd epoch is never written).
+const maxPositionBytes = len(`,"o":,"ep":""`) + 16 + 64
+
 // frameOverhead bounds what BrokerEvent adds to a body: a null tag, an
 // empty payload, and "mq" with both names escaped (at most 6 bytes per
 // byte, as in \u001f).

@@ -244,3 +244,29 @@ func TestBrokerEventDropsLookalikeKeys(t *testing.T) {
 		t.Fatalf("got  %s\nwant %s", out, want)
 	}
 }
+
+// TestCheckRecordSize: a record's frame carries a position too, so an
+// event that fits as a live event may not fit as a record.
+func TestCheckRecordSize(t *testing.T) {
+	body := []byte(`{"event":"E","payload":{"s":"` + strings.Repeat("a", 500) + `"}}`)
+	live, err := BrokerEvent("ex", "rk", body, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := CheckEventSize("ex", "rk", body, len(live)); err != nil {
+		t.Fatalf("CheckEventSize at the limit: %v", err)
+	}
+	if err := CheckRecordSize("ex", "rk", body, len(live)); !errors.Is(err, ErrBadBrokerBody) {
+		t.Fatalf("CheckRecordSize without room for a position: %v", err)
+	}
+	largest, err := RecordEvent("ex", "rk", body, 0, largestPosition)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(largest) != len(live)+maxPositionBytes {
+		t.Fatalf("a position adds %d bytes, maxPositionBytes says %d", len(largest)-len(live), maxPositionBytes)
+	}
+	if err := CheckRecordSize("ex", "rk", body, len(largest)); err != nil {
+		t.Fatalf("CheckRecordSize with room for the largest position: %v", err)
+	}
+}
