@@ -212,8 +212,12 @@ launch:
 
 // closeAll closes every connection (a normal close frame, then the socket),
 // 64 at a time.
-func (f *fleet) closeAll() {
-	work := make(chan *client)
+func (f *fleet) closeAll() { closeEach(f.clients) }
+
+// closeEach closes every client's connection, 64 at a time, and returns
+// once all are closed.
+func closeEach[C interface{ closeConn() }](clients []C) {
+	work := make(chan C)
 	var wg sync.WaitGroup
 	for range 64 {
 		wg.Add(1)
@@ -224,7 +228,7 @@ func (f *fleet) closeAll() {
 			}
 		}()
 	}
-	for _, c := range f.clients {
+	for _, c := range clients {
 		work <- c
 	}
 	close(work)

@@ -154,22 +154,7 @@ func (f *stormFleet) collect(ctx context.Context, n int, deadline time.Time, pro
 // closeAll closes every connection, 64 at a time, and waits (at most d)
 // for the sessions to end; then no signal is pending any more.
 func (f *stormFleet) closeAll(d time.Duration) bool {
-	work := make(chan *stormClient)
-	var wg sync.WaitGroup
-	for range 64 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for c := range work {
-				c.closeConn()
-			}
-		}()
-	}
-	for _, c := range f.clients {
-		work <- c
-	}
-	close(work)
-	wg.Wait()
+	closeEach(f.clients)
 	done := make(chan struct{})
 	go func() { f.wg.Wait(); close(done) }()
 	t := time.NewTimer(d)

@@ -12,7 +12,7 @@
 // setOffline(false): the browser fires "online", and the page reconnects
 // at once instead of at the end of the client's 5 s retry delay.
 import type { BrowserContext, Page } from '@playwright/test';
-import { test, expect, WidgetsPage, type Frame } from '../support/fixtures.ts';
+import { test, expect, WidgetsPage, type Frame, type Nodes } from '../support/fixtures.ts';
 import { TcpProxy } from '../support/tcp-proxy.ts';
 
 const aliceSees = [1, 2, 3, 5]; // demo/seed.go
@@ -61,7 +61,8 @@ test.describe('missed events', () => {
     await proxy?.close();
   });
 
-  test('offline, server up: the changes missed are replayed on reconnect and marked in the log, without a reload', async ({ page, context, nodes }) => {
+  /** An embedded demo behind the proxy, its page signed in as alice and live. */
+  async function openAsAlice(page: Page, nodes: Nodes) {
     const demo = await nodes.start({ embedded: true });
     proxy = new TcpProxy(demo.port);
     await proxy.start();
@@ -73,6 +74,11 @@ test.describe('missed events', () => {
       await expect(app.status(id)).toHaveText('Live');
     }
     await expect(app.quantity(1)).toHaveText('12');
+    return { demo, app, loads };
+  }
+
+  test('offline, server up: the changes missed are replayed on reconnect and marked in the log, without a reload', async ({ page, context, nodes }) => {
+    const { demo, app, loads } = await openAsAlice(page, nodes);
     await expect(app.quantity(3)).toHaveText('3');
     // Signing in loads the widgets, and the first Subscribed loads them
     // again (a change between the two would otherwise be missed).
@@ -150,17 +156,7 @@ test.describe('missed events', () => {
   });
 
   test('recovery impossible (the server restarted: a new history): the page reloads the quantities and logs it', async ({ page, context, nodes }) => {
-    const demo = await nodes.start({ embedded: true });
-    proxy = new TcpProxy(demo.port);
-    await proxy.start();
-    const app = new WidgetsPage(page);
-    const loads = countWidgetLoads(page);
-    await page.goto(proxy.url + '/');
-    await app.signIn('alice');
-    for (const id of aliceSees) {
-      await expect(app.status(id)).toHaveText('Live');
-    }
-    await expect(app.quantity(1)).toHaveText('12');
+    const { demo, app, loads } = await openAsAlice(page, nodes);
     await expect.poll(loads).toBe(2);
     const epoch = subscribes(app, '1').answers[0].payload?.epoch;
     expect(typeof epoch).toBe('string');
