@@ -276,7 +276,7 @@ func (b *Broker) publishConfirmed(ctx context.Context, s *session, exchange, key
 		id = "myxi-" + strconv.FormatUint(s.publishSeq.Add(1), 36)
 		msg.MessageId = id
 	}
-	dc, err := s.pubCh.PublishWithDeferredConfirmWithContext(ctx, exchange, key, mandatory, false, msg)
+	dc, err := publishWithin(ctx, s.pubCh, exchange, key, mandatory, msg)
 	if err != nil {
 		return fmt.Errorf("publish: %w", errors.Join(broker.ErrUnavailable, err))
 	}

@@ -884,7 +884,7 @@ func (b *Broker) Publish(ctx context.Context, exchange, routingKey string, body 
 			return fmt.Errorf("publish to %s/%s: %w", exchange, routingKey, err)
 		}
 	}
-	dc, err := s.pubCh.PublishWithDeferredConfirmWithContext(ctx, exchange, routingKey, false, false, amqp.Publishing{
+	dc, err := publishWithin(ctx, s.pubCh, exchange, routingKey, false, amqp.Publishing{
 		ContentType: "application/json",
 		Body:        body,
 	})
@@ -902,6 +902,34 @@ func (b *Broker) Publish(ctx context.Context, exchange, routingKey string, body 
 		return fmt.Errorf("publish to %s/%s: not confirmed by rabbitmq: %w", exchange, routingKey, broker.ErrUnavailable)
 	}
 	return nil
+}
+
+// publishWithin makes one publish on ch and returns by the time ctx ends.
+// amqp091 looks at ctx only before it writes, and a write blocks for as
+// long as RabbitMQ does not read the connection (flow control, a stream
+// leader failing over): without this, a Push could outlive its deadline
+// by minutes. An abandoned publish ends with the connection's next move
+// (its write goes through, or the connection fails); its confirm, if
+// any, is not waited for.
+func publishWithin(ctx context.Context, ch *amqp.Channel, exchange, key string, mandatory bool, msg amqp.Publishing) (*amqp.DeferredConfirmation, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	type result struct {
+		dc  *amqp.DeferredConfirmation
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		dc, err := ch.PublishWithDeferredConfirm(exchange, key, mandatory, false, msg)
+		done <- result{dc, err}
+	}()
+	select {
+	case r := <-done:
+		return r.dc, r.err
+	case <-ctx.Done():
+		return nil, fmt.Errorf("the publish could not be written in time (RabbitMQ is not reading this connection): %w", ctx.Err())
+	}
 }
 
 // declare asks the owner to declare exchange on session s.
