@@ -130,11 +130,10 @@ func run(ctx context.Context, logger *slog.Logger, dbPath string) error {
 
 // history gives the widgets exchange a history, so that a page that was
 // offline gets the changes it missed replayed when it comes back. b is the
-// configured broker, nil for the embedded one (which keeps history in
-// memory). myxi.New refuses History with a broker that keeps none: the
-// RabbitMQ broker gets it once it implements broker.Historian, until then
-// its pages reload the quantities after every reconnect, as without
-// history.
+// configured broker, nil for the embedded one. Both brokers shipped with
+// Myxi keep history (in memory; in a RabbitMQ stream). myxi.New refuses
+// History with a broker that keeps none, so such a broker gets none: its
+// pages reload the quantities after every reconnect instead.
 func history(b broker.Broker) map[string]myxi.History {
 	if _, ok := b.(broker.Historian); b != nil && !ok {
 		return nil
