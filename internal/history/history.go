@@ -95,6 +95,7 @@ type Index[S comparable, F any] struct {
 	mu      sync.Mutex
 	epoch   string
 	live    bool
+	down    bool // the broker was lost (Down), not yet live again
 	fresh   bool // no record since the last Reset: the next one sets floor
 	floor   int64
 	last    int64
@@ -166,15 +167,16 @@ func (x *Index[S, F]) Reset(epoch string) {
 // Live marks the history as caught up: Subscribe answers from now on.
 func (x *Index[S, F]) Live() {
 	x.mu.Lock()
-	x.live = true
+	x.live, x.down = true, false
 	x.signal()
 	x.mu.Unlock()
 }
 
-// Down marks the history as not being read: Subscribe waits, then fails.
+// Down marks the history as not being read: Subscribe fails at once
+// until the history is live again.
 func (x *Index[S, F]) Down() {
 	x.mu.Lock()
-	x.live = false
+	x.live, x.down = false, true
 	x.signal()
 	x.mu.Unlock()
 }
@@ -304,12 +306,17 @@ type Decision[F any] struct {
 // queues the Subscribed reply. When Replay is not empty, s is held (new
 // records of key wait for it) until Drain turns it live.
 //
-// It waits, within ctx, while the history is not live, and returns
-// ErrUnavailable when ctx ends first.
+// While the broker is down it returns ErrUnavailable at once (the client
+// retries later); while the history is being read up to its tail, it
+// waits within ctx, and returns ErrUnavailable when ctx ends first.
 func (x *Index[S, F]) Subscribe(ctx context.Context, key string, s S, since *Position, reply func(Decision[F])) (Decision[F], error) {
 	waitedAhead := false
 	for {
 		x.mu.Lock()
+		if x.down {
+			x.mu.Unlock()
+			return Decision[F]{}, ErrUnavailable
+		}
 		if !x.live {
 			ch := x.waitChan()
 			x.mu.Unlock()

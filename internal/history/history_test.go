@@ -204,19 +204,35 @@ func TestBogusPositionNeverSendsOlder(t *testing.T) {
 func TestUnavailableUntilLive(t *testing.T) {
 	ti := newTestIndex(t, broker.History{MaxAge: time.Hour}, 100)
 	ti.Down()
+	// Down: refused at once, however long the caller would wait.
+	start := time.Now()
+	if _, err := ti.Subscribe(context.Background(), "k", &sink{}, nil, func(Decision[uint64]) {}); err != ErrUnavailable {
+		t.Fatalf("Subscribe while down: %v, want ErrUnavailable", err)
+	}
+	if took := time.Since(start); took > time.Second {
+		t.Fatalf("Subscribe while down took %v", took)
+	}
+	ti.Live()
+	if _, err := ti.Subscribe(context.Background(), "k", &sink{}, nil, func(Decision[uint64]) {}); err != nil {
+		t.Fatalf("Subscribe once live again: %v", err)
+	}
+
+	// Before the first Live (the reader catching up): it waits.
+	fresh := New(ti.cfg)
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
 	defer cancel()
-	if _, err := ti.Subscribe(ctx, "k", &sink{}, nil, func(Decision[uint64]) {}); err != ErrUnavailable {
-		t.Fatalf("Subscribe while down: %v, want ErrUnavailable", err)
+	if _, err := fresh.Subscribe(ctx, "k", &sink{}, nil, func(Decision[uint64]) {}); err != ErrUnavailable {
+		t.Fatalf("Subscribe before live, ctx ended: %v, want ErrUnavailable", err)
 	}
 	done := make(chan error, 1)
 	go func() {
-		_, err := ti.Subscribe(context.Background(), "k", &sink{}, nil, func(Decision[uint64]) {})
+		_, err := fresh.Subscribe(context.Background(), "k", &sink{}, nil, func(Decision[uint64]) {})
 		done <- err
 	}()
-	ti.Live()
+	fresh.Reset("ep")
+	fresh.Live()
 	if err := <-done; err != nil {
-		t.Fatalf("Subscribe once live: %v", err)
+		t.Fatalf("Subscribe that waited for live: %v", err)
 	}
 }
 
