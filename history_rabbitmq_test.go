@@ -70,7 +70,18 @@ func TestHistoryTwoNodes(t *testing.T) {
 		last = expectRecorded(t, c, "k", n)
 	}
 	_ = c.Conn.Close()
+	// Node 2 reads the stream a little behind node 1: a watcher there
+	// shows when it has read event 10. (A node that has not yet read what
+	// the client missed answers with its own, earlier offset and delivers
+	// the rest live: correct, but not "replayed", which this test checks.)
+	watcher := testutil.Dial(t, two.WS)
+	subscribeSince(t, watcher, two.Exchange, "k", nil)
 	one.pushN(t, "k", 6, 10)
+	for { // it may also get some of 1-5, which node 2 read after it subscribed
+		if ev := watcher.Expect("Numbered"); string(ev.Payload["n"]) == "10" {
+			break
+		}
+	}
 
 	c2 := testutil.Dial(t, two.WS)
 	ev := subscribeSince(t, c2, two.Exchange, "k", &position{Offset: last, Epoch: sub.Epoch})

@@ -106,8 +106,16 @@ func TestHistoryRecovery(t *testing.T) {
 		}
 		_ = c.Conn.Close()
 
+		// The node reads its own pushes back from the broker a moment
+		// later: a watcher of the last push shows when it has read them
+		// all, so that they are replayed rather than delivered live.
+		watcher := testutil.Dial(t, ts.WS)
+		subscribeSince(t, watcher, ts.Exchange, "other", nil)
 		ts.pushN(t, "k", 6, 10)
 		ts.pushN(t, "other", 1, 3)
+		for n := 1; n <= 3; n++ {
+			expectRecorded(t, watcher, "other", n)
+		}
 
 		c2 := testutil.Dial(t, ts.WS)
 		ev := subscribeSince(t, c2, ts.Exchange, "k", &position{Offset: last, Epoch: sub.Epoch})
@@ -147,6 +155,9 @@ func TestHistoryNotRecovered(t *testing.T) {
 		c := testutil.Dial(t, ts.WS)
 		sub := subscribedPosition(t, subscribeSince(t, c, ts.Exchange, "k", nil))
 		ts.pushN(t, "k", 1, 5)
+		for n := 1; n <= 5; n++ { // read back by the node
+			expectRecorded(t, c, "k", n)
+		}
 		cases := []struct {
 			name  string
 			since position
