@@ -23,7 +23,13 @@ type config struct {
 	URL      string
 	AMQP     string
 	Exchange string
-	Publish  string // "amqp" (to RabbitMQ) or "http" (the server's publish API)
+	Publish  string // "amqp" (to RabbitMQ), "amqp-myxi" (Myxi's Go publisher) or "http" (the server's publish API)
+	Pushers  int    // -publish amqp-myxi: pushes in flight at most
+	LiveCopy bool   // -publish amqp-myxi: the live copy of each record (PublisherConfig.NoLiveCopy off)
+
+	// HistoryExchange: the spawned server's configuration gives -exchange
+	// a history (always so with -storm).
+	HistoryExchange bool
 
 	Conns    int
 	Keys     int
@@ -139,7 +145,10 @@ func parseConfig(args []string, stderr io.Writer) (*config, error) {
 	fs.StringVar(&c.URL, "url", "ws://127.0.0.1:5005/", "server WebSocket URL (loopback only)")
 	fs.StringVar(&c.AMQP, "amqp", defaultAMQP(), "RabbitMQ URL to publish through (loopback only; default $RABBITMQ_URL)")
 	fs.StringVar(&c.Exchange, "exchange", "bench", "Myxi exchange (= RabbitMQ direct exchange) to subscribe to and publish on")
-	fs.StringVar(&c.Publish, "publish", "amqp", "how events are published: amqp (to RabbitMQ, as an application does) or http (POST /api/publish with MYXI_API_KEY)")
+	fs.StringVar(&c.Publish, "publish", "amqp", "how events are published: amqp (to RabbitMQ, as an application does), amqp-myxi (Myxi's Go publisher, rabbitmq.Publisher: recorded on a history exchange) or http (POST /api/publish with MYXI_API_KEY)")
+	fs.IntVar(&c.Pushers, "pushers", 64, "with -publish amqp-myxi: concurrent Push calls at most (each waits for its confirm)")
+	fs.BoolVar(&c.LiveCopy, "live-copy", true, "with -publish amqp-myxi: also publish each record's live copy to the 1.x exchange (Myxi's default; false = PublisherConfig.NoLiveCopy)")
+	fs.BoolVar(&c.HistoryExchange, "history-exchange", false, "with -spawn: the spawned server's configuration gives -exchange a history of -history (implied by -storm); publish with -publish amqp-myxi to record the events")
 	fs.IntVar(&c.Conns, "conns", 200, "number of WebSocket clients")
 	fs.IntVar(&c.Keys, "keys", 10, "routing keys k0..k{C-1}; clients are spread evenly over them (client i takes key i mod C)")
 	fs.Float64Var(&c.Rate, "rate", 100, "events per second published in total, round-robin over the keys (0 = publish nothing)")
@@ -176,8 +185,8 @@ func parseConfig(args []string, stderr io.Writer) (*config, error) {
 	fs.IntVar(&c.LiveConns, "live-conns", 200, "with -storm: live subscribers on keys of their own (live0..), measured during the storm")
 	fs.IntVar(&c.LiveKeys, "live-keys", 20, "with -storm: routing keys of the live subscribers")
 	fs.Float64Var(&c.LiveRate, "live-rate", 100, "with -storm: events/s to the live keys, from before the clients leave until the storm is over")
-	fs.DurationVar(&c.History, "history", 10*time.Minute, "with -storm and -spawn: the history the spawned server's configuration gives -exchange")
-	fs.IntVar(&c.ReplayLimit, "replay-limit", 0, "with -storm and -spawn: the spawned server's history_replay_limit (0: its default, 1000)")
+	fs.DurationVar(&c.History, "history", 10*time.Minute, "with -storm or -history-exchange, and -spawn: the history the spawned server's configuration gives -exchange")
+	fs.IntVar(&c.ReplayLimit, "replay-limit", 0, "with -storm or -history-exchange, and -spawn: the spawned server's history_replay_limit (0: its default, 1000)")
 	fs.DurationVar(&c.RecoverTimeout, "recover-timeout", 60*time.Second, "with -storm: how long the reconnected clients may take to recover; what has not arrived then is missing")
 	fs.DurationVar(&c.RecoverTarget, "recover-target", 10*time.Second, "with -storm: the target for the time from the reconnect to the last recovery (a miss is a warning)")
 	fs.DurationVar(&c.LiveP99Target, "live-p99-target", 50*time.Millisecond, "with -storm: the target for the live subscribers' p99 during the storm (a miss is a warning)")
@@ -268,8 +277,25 @@ func (c *config) validate() error {
 	if c.Timeout <= 0 {
 		bad("-timeout must be positive")
 	}
-	if c.Publish != "amqp" && c.Publish != "http" {
-		bad("-publish must be amqp or http")
+	if c.Publish != "amqp" && c.Publish != "amqp-myxi" && c.Publish != "http" {
+		bad("-publish must be amqp, amqp-myxi or http")
+	}
+	if c.Publish == "amqp-myxi" && (c.Pushers < 1 || c.Pushers > maxPushers) {
+		bad("-pushers must be between 1 and %d", maxPushers)
+	}
+	if c.HistoryExchange {
+		if c.Spawn == "" {
+			bad("-history-exchange writes the spawned server's configuration: it needs -spawn")
+		}
+		if c.Floor || c.FloorCompare {
+			bad("-history-exchange does not combine with -floor or -floor-compare (the floor server reads no history)")
+		}
+		if c.History < time.Second {
+			bad("-history must be at least 1s (the server's minimum)")
+		}
+		if c.ReplayLimit < 0 {
+			bad("-replay-limit must not be negative")
+		}
 	}
 	if strings.TrimSpace(c.Exchange) == "" {
 		bad("-exchange must not be empty")
@@ -277,7 +303,7 @@ func (c *config) validate() error {
 	if err := checkWSURL(c.URL, c.SourceIPs); err != nil {
 		errs = append(errs, err)
 	}
-	if c.Rate > 0 && c.Publish == "amqp" {
+	if c.Rate > 0 && c.publishesAMQP() {
 		if err := checkAMQPURL(c.AMQP); err != nil {
 			errs = append(errs, err)
 		}
@@ -381,11 +407,18 @@ func (c *config) stormSockets() int {
 // liveKeyName is the routing key of the storm's live key i.
 func liveKeyName(i int) string { return fmt.Sprintf("live%d", i) }
 
-// stormTOML is the configuration file a spawned server gets for -storm:
-// -exchange is public and keeps a history.
-func (c *config) stormTOML() string {
+// publishesAMQP: the tool publishes to RabbitMQ itself.
+func (c *config) publishesAMQP() bool { return c.Publish == "amqp" || c.Publish == "amqp-myxi" }
+
+// wantsHistory: the spawned server gets a configuration giving -exchange a
+// history.
+func (c *config) wantsHistory() bool { return c.Storm || c.HistoryExchange }
+
+// historyTOML is the configuration file a spawned server gets for -storm
+// and -history-exchange: -exchange is public and keeps a history.
+func (c *config) historyTOML() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "# written by myxi-bench -storm\n[exchanges.%s]\npolicy = \"public\"\nhistory = %q\n", strconv.Quote(c.Exchange), c.History.String())
+	fmt.Fprintf(&b, "# written by myxi-bench\n[exchanges.%s]\npolicy = \"public\"\nhistory = %q\n", strconv.Quote(c.Exchange), c.History.String())
 	if c.ReplayLimit > 0 {
 		fmt.Fprintf(&b, "\n[limits]\nhistory_replay_limit = %d\n", c.ReplayLimit)
 	}

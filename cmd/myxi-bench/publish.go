@@ -10,8 +10,9 @@ import (
 // seq to key seq mod keys, through a publisher.
 
 // publisher is how events reach the server. amqpPublisher publishes to
-// RabbitMQ exactly as an application does; httpPublisher through a
-// server's HTTP publish API (-publish http).
+// RabbitMQ exactly as an application does; myxiPublisher through Myxi's Go
+// publisher (-publish amqp-myxi), which records on history exchanges;
+// httpPublisher through a server's HTTP publish API (-publish http).
 type publisher interface {
 	// publish sends one event; an error means it did not reach the broker.
 	// The body may be reused once publish returns.
@@ -33,6 +34,8 @@ func newPublisher(ctx context.Context, cfg *config) (publisher, error) {
 			wait = 10 * time.Second
 		}
 		return newAMQPPublisher(ctx, cfg.AMQP, cfg.Exchange, cfg.Confirm, wait)
+	case "amqp-myxi":
+		return newMyxiPublisher(ctx, cfg.AMQP, cfg.Exchange, cfg.Pushers, cfg.LiveCopy)
 	case "http":
 		return newHTTPPublisher(cfg.URL, cfg.Exchange)
 	}

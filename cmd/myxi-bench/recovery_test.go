@@ -101,7 +101,7 @@ func TestStormScenario(t *testing.T) {
 	if c.stormSockets() != 200 || c.stormWait() != c.RecoverTimeout+c.HandshakeTimeout {
 		t.Fatalf("sockets %d, wait %v", c.stormSockets(), c.stormWait())
 	}
-	toml := c.stormTOML()
+	toml := c.historyTOML()
 	for _, want := range []string{`[exchanges."bench"]`, `policy = "public"`, `history = "10m0s"`} {
 		if !strings.Contains(toml, want) {
 			t.Errorf("TOML lacks %s:\n%s", want, toml)
@@ -111,7 +111,7 @@ func TestStormScenario(t *testing.T) {
 		t.Errorf("replay limit written without -replay-limit:\n%s", toml)
 	}
 	c, err = parseConfig([]string{"-scenario", "storm", "-replay-limit", "500", "-conns", "20", "-keys", "4", "-duration", "1s", "-rate", "40"}, io.Discard)
-	if err != nil || !strings.Contains(c.stormTOML(), "history_replay_limit = 500") || c.Conns != 20 {
+	if err != nil || !strings.Contains(c.historyTOML(), "history_replay_limit = 500") || c.Conns != 20 {
 		t.Fatalf("overrides: %+v %v", c, err)
 	}
 	bad := map[string][]string{

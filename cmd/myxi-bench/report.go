@@ -39,6 +39,9 @@ type result struct {
 	Dropped        int           `json:"dropped_conns"`
 	DropReasons    []reasonCount `json:"drop_reasons,omitempty"`
 
+	Publish         string  `json:"publish,omitempty"` // -publish
+	HistoryExchange bool    `json:"history_exchange,omitempty"`
+	PublishRecorded bool    `json:"publish_recorded,omitempty"` // amqp-myxi: the exchange had a history, so the events were recorded
 	Published       int64   `json:"published"`
 	PublishErrors   int64   `json:"publish_errors"`
 	PublishFirstErr string  `json:"publish_first_error,omitempty"`
@@ -173,7 +176,11 @@ func writeReport(w io.Writer, r *result, publishing bool) {
 		name += " (floor server)"
 	}
 	p("== myxi-bench: %s ==", name)
-	p("target     %s  exchange %q", r.URL, r.Exchange)
+	hist := ""
+	if r.HistoryExchange {
+		hist = " (history configured)"
+	}
+	p("target     %s  exchange %q%s", r.URL, r.Exchange, hist)
 	events := "no events"
 	if publishing || r.Rate > 0 {
 		events = fmt.Sprintf("%g events/s for %gs (payload >= %d B, confirm=%v)", r.Rate, r.DurationS, r.PayloadBytes, r.Confirm)
@@ -202,6 +209,13 @@ func writeReport(w io.Writer, r *result, publishing bool) {
 			group(r.Published), r.WindowS-r.DrainS, r.PublishRate, r.PublishErrors, r.Nacked, r.Unroutable, r.PublishMaxLagMs)
 		if r.PublishFirstErr != "" {
 			p("           first error: %s", r.PublishFirstErr)
+		}
+		if r.Publish == "amqp-myxi" {
+			how := "published live-only (the exchange has no history)"
+			if r.PublishRecorded {
+				how = "recorded (appended to the exchange's history)"
+			}
+			p("           with Myxi's Go publisher: %s", how)
 		}
 		p("deliveries expected %s, received %s, lost %s (%.4f%%); dups %d, wrong key %d, unparsable %d, error events %d",
 			group(r.Expected), group(r.Received), group(r.Lost), r.LossPct, r.Dups, r.WrongKey, r.Unparsable, r.ErrorEvents)

@@ -138,7 +138,19 @@ func runTarget(cfg *config, tg target, current *atomic.Pointer[spawned], logf fu
 	ctx, cancel := context.WithTimeout(context.Background(), cfg.Timeout)
 	defer cancel()
 
-	pid, sp, err := serverUp(ctx, cfg, tg, current, logf, nil)
+	var env []string
+	if cfg.HistoryExchange && !tg.floor {
+		e, cleanup, err := historyEnv(cfg, logf)
+		if err != nil {
+			return nil, false, err
+		}
+		defer cleanup()
+		env = e
+	}
+	pid, sp, err := serverUp(ctx, cfg, tg, current, logf, env)
+	if !tg.floor {
+		defer dropHistory(cfg, sp, logf) // after the server stopped
+	}
 	defer stopSpawned(sp, current)
 	if err != nil {
 		return nil, false, err
@@ -148,7 +160,7 @@ func runTarget(cfg *config, tg target, current *atomic.Pointer[spawned], logf fu
 		Conns: cfg.Conns, Keys: cfg.Keys, Rate: cfg.Rate, DurationS: secs(cfg.Duration),
 		Batch: cfg.Batch, PayloadBytes: cfg.PayloadBytes, Confirm: cfg.Confirm,
 		SourceIPs: cfg.SourceIPs, ConnectLimit: cfg.ConnectRate, SettleS: secs(cfg.Settle),
-		ServerPID: pid,
+		ServerPID: pid, Publish: cfg.Publish, HistoryExchange: cfg.HistoryExchange && !tg.floor,
 	}
 	if pid > 0 {
 		r.ServerName = processName(pid)
@@ -156,7 +168,7 @@ func runTarget(cfg *config, tg target, current *atomic.Pointer[spawned], logf fu
 	}
 
 	brokerPID := 0
-	if cfg.totalEvents() > 0 && cfg.Publish == "amqp" {
+	if cfg.totalEvents() > 0 && cfg.publishesAMQP() {
 		if bu, err := url.Parse(cfg.AMQP); err == nil {
 			bport := 5672
 			if p := bu.Port(); p != "" {
@@ -240,6 +252,10 @@ func runTarget(cfg *config, tg target, current *atomic.Pointer[spawned], logf fu
 		pr = runPublish(ctx, pub, cfg.Rate, total, cfg.Keys, cfg.PayloadBytes, p0.at.Add(cfg.Duration+grace))
 		drainCtx, drainCancel := context.WithDeadline(ctx, pr.End.Add(cfg.Drain))
 		settlePublish(drainCtx, pub, &pr, cfg.Keys)
+		if mp, ok := pub.(*myxiPublisher); ok {
+			r.PublishRecorded = mp.recorded
+			logf("the events were pushed with Myxi's publisher; %q has a history: %v", cfg.Exchange, mp.recorded)
+		}
 		expected := int64(0)
 		for _, c := range fl.clients {
 			if s := c.getState(); s == stLive || s == stEnded {

@@ -175,21 +175,21 @@ func (l *liveStream) halt() {
 	<-l.done
 }
 
-// stormEnv prepares what a spawned server needs for the storm: a
-// configuration file giving -exchange a history (MYXI_CONFIG; a -config in
+// historyEnv prepares what a spawned server needs for the storm and
+// -history-exchange: a configuration file giving -exchange a history (MYXI_CONFIG; a -config in
 // the command wins) and, for -publish http, an API key when none is set.
 // The returned cleanup removes the file.
-func stormEnv(cfg *config, logf func(string, ...any)) ([]string, func(), error) {
+func historyEnv(cfg *config, logf func(string, ...any)) ([]string, func(), error) {
 	if cfg.Spawn == "" {
 		logf("not spawning: the server at %s must keep a history for exchange %q", cfg.URL, cfg.Exchange)
 		return nil, func() {}, nil
 	}
-	f, err := os.CreateTemp("", "myxi-bench-storm-*.toml")
+	f, err := os.CreateTemp("", "myxi-bench-history-*.toml")
 	if err != nil {
 		return nil, nil, fmt.Errorf("writing the server's configuration: %w", err)
 	}
 	cleanup := func() { os.Remove(f.Name()) }
-	if _, err := f.WriteString(cfg.stormTOML()); err != nil {
+	if _, err := f.WriteString(cfg.historyTOML()); err != nil {
 		f.Close()
 		cleanup()
 		return nil, nil, fmt.Errorf("writing %s: %w", f.Name(), err)
@@ -238,12 +238,13 @@ func brokerOf(sp *spawned) string {
 func runStorm(cfg *config, current *atomic.Pointer[spawned], logf func(string, ...any)) (*result, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), cfg.Timeout)
 	defer cancel()
-	env, cleanup, err := stormEnv(cfg, logf)
+	env, cleanup, err := historyEnv(cfg, logf)
 	if err != nil {
 		return nil, err
 	}
 	defer cleanup()
 	pid, sp, err := serverUp(ctx, cfg, target{name: "server"}, current, logf, env)
+	defer dropHistory(cfg, sp, logf) // after the server stopped
 	defer stopSpawned(sp, current)
 	if err != nil {
 		return nil, err
@@ -258,7 +259,7 @@ func runStorm(cfg *config, current *atomic.Pointer[spawned], logf func(string, .
 		Scenario: cfg.Scenario, Target: "server", URL: cfg.wsURL(), Exchange: cfg.Exchange,
 		Conns: cfg.Conns, Keys: cfg.Keys, Rate: cfg.Rate, DurationS: secs(cfg.Duration),
 		Batch: cfg.Batch, PayloadBytes: cfg.PayloadBytes, SourceIPs: cfg.SourceIPs, SettleS: secs(cfg.Settle),
-		ServerPID: pid, Storm: st,
+		ServerPID: pid, Storm: st, Publish: cfg.Publish, HistoryExchange: cfg.Spawn != "",
 	}
 	if r.Scenario == "" {
 		r.Scenario = "storm"
@@ -268,7 +269,7 @@ func runStorm(cfg *config, current *atomic.Pointer[spawned], logf func(string, .
 		logf("sampling server pid %d (%s); broker: %s", pid, r.ServerName, st.Broker)
 	}
 	// RabbitMQ's CPU counts when the server uses it (or the tool publishes to it).
-	if st.Broker == "rabbitmq" || (st.Broker == "unknown" && cfg.Publish == "amqp") {
+	if st.Broker == "rabbitmq" || (st.Broker == "unknown" && cfg.publishesAMQP()) {
 		if bu, err := url.Parse(cfg.AMQP); err == nil {
 			bport := 5672
 			if p := bu.Port(); p != "" {
@@ -280,7 +281,7 @@ func runStorm(cfg *config, current *atomic.Pointer[spawned], logf func(string, .
 		}
 	}
 	if cfg.Publish == "amqp" {
-		logf("warning: -publish amqp publishes straight to the exchange: such events are live-only and never replayed (docs/PROTOCOL.md)")
+		logf("warning: -publish amqp publishes straight to the exchange: such events are live-only and never replayed (docs/PROTOCOL.md); -publish amqp-myxi records them")
 	}
 	sampleNow := func() sample { return takeSample(pid, r.BrokerPID) }
 	r.RSSBeforeKB = sampleNow().rssKB
@@ -318,6 +319,18 @@ func runStorm(cfg *config, current *atomic.Pointer[spawned], logf func(string, .
 	stopLive := func() {
 		if ls != nil {
 			ls.halt() // its figures are ours once it has stopped
+			// A publisher that pushes in the background (amqp-myxi) says
+			// only now which events did not reach the broker.
+			fctx, fc := context.WithTimeout(ctx, cfg.Drain)
+			failed, err := ls.pub.finish(fctx)
+			fc()
+			for _, seq := range failed {
+				ls.okPerKey[seq%int64(ls.keys)]--
+				ls.errors++
+			}
+			if err != nil && ls.firstErr == "" {
+				ls.firstErr = err.Error()
+			}
 			st.LivePublished, st.LivePublishErrs, st.liveFirstErr, st.liveOKPerKey, st.liveCalls = ls.sent, ls.errors, ls.firstErr, ls.okPerKey, ls.calls
 			ls = nil
 		}
