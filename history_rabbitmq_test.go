@@ -11,7 +11,6 @@ import (
 	amqp "github.com/rabbitmq/amqp091-go"
 
 	"github.com/myxi/myxi"
-	"github.com/myxi/myxi/broker/rabbitmq"
 	"github.com/myxi/myxi/internal/testutil"
 )
 
@@ -32,21 +31,10 @@ func onExchange(exchange string) serverOption {
 	}
 }
 
-// deleteStreamOnCleanup deletes the history stream of exchange when the
-// test ends. Register it before the nodes start: cleanups run last in,
-// first out, so it runs after they have stopped (a running node would
-// create the stream again).
-func deleteStreamOnCleanup(t *testing.T, exchange string) {
-	t.Helper()
-	url := testutil.RabbitMQURL(t)
-	t.Cleanup(func() { testutil.DeleteQueue(t, url, rabbitmq.StreamName(exchange)) })
-}
-
 // historyNodes starts n nodes sharing one history exchange on RabbitMQ.
 func historyNodes(t *testing.T, n int, opts ...serverOption) []*testServer {
 	t.Helper()
 	exchange := testutil.UniqueName("myxi-history")
-	deleteStreamOnCleanup(t, exchange)
 	testutil.DeleteExchangesOnCleanup(t, testutil.RabbitMQURL(t), exchange)
 	nodes := make([]*testServer, n)
 	for i := range nodes {
@@ -103,7 +91,6 @@ func TestHistoryTwoNodes(t *testing.T) {
 // TestHistoryNodesAgreeOnEpoch starts two nodes at once on a new stream.
 func TestHistoryNodesAgreeOnEpoch(t *testing.T) {
 	exchange := testutil.UniqueName("myxi-history")
-	deleteStreamOnCleanup(t, exchange)
 	testutil.DeleteExchangesOnCleanup(t, testutil.RabbitMQURL(t), exchange)
 	nodes := make([]*testServer, 2)
 	done := make(chan int)

@@ -116,6 +116,16 @@ func startServer(t *testing.T, kind string, opts ...serverOption) *testServer {
 	for name := range cfg.Exchanges {
 		ts.Exchange = name // an option may have renamed it
 	}
+	if kind == "rabbitmq" {
+		// Streams are durable: each history is deleted once the node has
+		// stopped (registered before the node starts, cleanups run last
+		// in, first out; deleting a missing one is fine, for nodes that
+		// share it).
+		for name := range cfg.History {
+			url := ts.RabbitURL
+			t.Cleanup(func() { testutil.DeleteQueue(t, url, rabbitmq.StreamName(name)) })
+		}
+	}
 	if cfg.Broker != ts.Broker && cfg.Broker != nil && kind == "rabbitmq" {
 		ts.Broker, _ = cfg.Broker.(*rabbitmq.Broker)
 		ts.noWait = true
