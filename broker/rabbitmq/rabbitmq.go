@@ -712,49 +712,35 @@ func (b *Broker) connect() (*session, error) {
 }
 
 // consume hands every delivery to deliver and acknowledges them in
-// batches: with multiple=true, once a quarter of the prefetch is
-// delivered or whenever no delivery is waiting. An ack is a one-way
-// frame, not an RPC, so it does not go through the owner.
+// batches (ackBatcher): once a quarter of the prefetch is delivered, or
+// once deliveries pause. An ack is a one-way frame, not an RPC, so it
+// does not go through the owner.
 func (b *Broker) consume(ch *amqp.Channel, deliveries <-chan amqp.Delivery, deliver broker.DeliverFunc) {
-	ackEvery := max(1, b.cfg.Prefetch/4)
-	var last uint64
-	pending := 0
-	ack := func() {
-		if pending == 0 {
-			return
-		}
-		b.received.Add(uint64(pending))
-		pending = 0
+	acks := newAckBatcher(b.cfg.Prefetch/4, func(last uint64, n int) {
+		b.received.Add(uint64(n))
 		// An error means the channel is gone, and with it every unacked
 		// delivery; the owner sees the channel close.
 		_ = ch.Ack(last, true)
-	}
-	defer ack()
+	})
+	defer acks.flush()
 	for {
 		var d amqp.Delivery
 		var ok bool
 		select {
 		case d, ok = <-deliveries:
-		default:
-			ack()
-			d, ok = <-deliveries
+		case <-acks.idle():
+			acks.flush()
+			continue
 		}
 		if !ok {
 			return
 		}
-		last = d.DeliveryTag
-		// The live copy of a record of a history this node reads: the
-		// reader delivers that record, with its position.
-		if _, copied := d.Headers[headerRecorded]; copied && b.readsHistory(d.Exchange) {
-			if pending++; pending >= ackEvery {
-				ack()
-			}
-			continue
+		// The live copy of a record of a history this node reads is
+		// dropped: the reader delivers that record, with its position.
+		if _, copied := d.Headers[headerRecorded]; !copied || !b.readsHistory(d.Exchange) {
+			deliver(broker.Message{Exchange: d.Exchange, RoutingKey: d.RoutingKey, Body: d.Body})
 		}
-		deliver(broker.Message{Exchange: d.Exchange, RoutingKey: d.RoutingKey, Body: d.Body})
-		if pending++; pending >= ackEvery {
-			ack()
-		}
+		acks.add(d.DeliveryTag)
 	}
 }
 

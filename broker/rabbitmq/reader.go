@@ -223,19 +223,17 @@ func (r *reader) consume(ctx context.Context, s *session, from int64) (*attachme
 
 // read feeds every delivery in offset order and reports Live once the
 // reader reaches the attachment's target. It acks in batches
-// (multiple=true) every readerAckEvery deliveries and whenever none is
-// waiting. While nothing is delivered, every stallAfter it probes the
+// (multiple=true) every readerAckEvery deliveries and once deliveries
+// pause (ackBatcher). While nothing is delivered, every stallAfter it probes the
 // tail: a tail past L means the read stalled (F8).
 func (r *reader) read(ctx context.Context, s *session, a *attachment) error {
 	r.maybeLive(a)
-	var tag uint64
-	pending := 0
-	ack := func() {
-		if pending > 0 && !r.b.testNoAck.Load() {
-			_ = a.ch.Ack(tag, true) // an error means the channel is gone: the next receive says so
+	acks := newAckBatcher(readerAckEvery, func(last uint64, _ int) {
+		if !r.b.testNoAck.Load() {
+			_ = a.ch.Ack(last, true) // an error means the channel is gone: the next receive says so
 		}
-		pending = 0
-	}
+	})
+	defer acks.flush()
 	watchdog := time.NewTicker(r.stallAfter)
 	defer watchdog.Stop()
 	delivered := false
@@ -245,9 +243,11 @@ func (r *reader) read(ctx context.Context, s *session, a *attachment) error {
 		select {
 		case d, ok = <-a.deliveries:
 		default:
-			ack()
 			select {
 			case d, ok = <-a.deliveries:
+			case <-acks.idle():
+				acks.flush()
+				continue
 			case <-ctx.Done():
 				return ctx.Err()
 			case <-s.ended:
@@ -275,19 +275,16 @@ func (r *reader) read(ctx context.Context, s *session, a *attachment) error {
 			return errCancelled
 		}
 		delivered = true
-		tag = d.DeliveryTag
-		if pending++; pending >= readerAckEvery {
-			ack()
-			if ctx.Err() != nil {
-				return ctx.Err()
-			}
-		}
 		rec, err := decodeRecord(d)
 		if err != nil {
 			return err
 		}
 		r.apply(rec)
 		r.maybeLive(a)
+		acks.add(d.DeliveryTag)
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
 	}
 }
 
