@@ -8,9 +8,9 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
-	amqp "github.com/rabbitmq/amqp091-go"
 
 	"github.com/myxi/myxi"
+	"github.com/myxi/myxi/broker/rabbitmq"
 	"github.com/myxi/myxi/internal/testutil"
 )
 
@@ -160,18 +160,7 @@ func TestHistoryStreamDeleted(t *testing.T) {
 	c := testutil.Dial(t, nodes[0].WS)
 	old := subscribedPosition(t, subscribeSince(t, c, nodes[0].Exchange, "k", nil)).Epoch
 
-	conn, err := amqp.Dial(testutil.RabbitMQURL(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	ch, err := conn.Channel()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := ch.QueueDelete("myxi.history."+nodes[0].Exchange, false, false, false); err != nil {
-		t.Fatalf("delete the stream: %v", err)
-	}
+	testutil.DeleteQueue(t, testutil.RabbitMQURL(t), rabbitmq.StreamName(nodes[0].Exchange))
 	if code := closeCode(t, c); code != 1011 {
 		t.Fatalf("close code after the stream was deleted: %d, want 1011", code)
 	}

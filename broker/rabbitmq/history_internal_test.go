@@ -225,21 +225,5 @@ func (f *countFeed) get() feedCounts { f.mu.Lock(); defer f.mu.Unlock(); return 
 // (register it before starting brokers: cleanups run last first).
 func cleanupStream(tb testing.TB, url, exchange string) {
 	testutil.DeleteExchangesOnCleanup(tb, url, exchange)
-	tb.Cleanup(func() {
-		conn, err := amqp.Dial(url)
-		if err != nil {
-			tb.Errorf("delete the stream of %s: %v", exchange, err)
-			return
-		}
-		defer conn.Close()
-		ch, err := conn.Channel()
-		if err != nil {
-			tb.Errorf("delete the stream of %s: %v", exchange, err)
-			return
-		}
-		defer ch.Close()
-		if _, err := ch.QueueDelete(StreamName(exchange), false, false, false); err != nil {
-			tb.Errorf("delete the stream of %s: %v", exchange, err)
-		}
-	})
+	tb.Cleanup(func() { testutil.DeleteQueue(tb, url, StreamName(exchange)) })
 }

@@ -560,15 +560,7 @@ func TestHistoryTruncatedWhileDown(t *testing.T) {
 // arguments): the node uses it as it is, proposes an epoch and reads it.
 func TestHistoryExistingEmptyStream(t *testing.T) {
 	url, ex := newHistoryExchange(t, "myxi-test-histempty")
-	conn, err := amqp.Dial(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	ch, err := conn.Channel()
-	if err != nil {
-		t.Fatal(err)
-	}
+	ch := testutil.Channel(t, url)
 	if _, err := ch.QueueDeclare(rabbitmq.StreamName(ex), true, false, false, false, amqp.Table{
 		"x-queue-type": "stream", "x-max-age": "1200s",
 	}); err != nil {

@@ -93,12 +93,26 @@ func DeleteQueue(tb testing.TB, url, queue string) {
 	}
 	defer conn.Close()
 	ch, err := conn.Channel()
+	if err == nil {
+		_, err = ch.QueueDelete(queue, false, false, false)
+	}
 	if err != nil {
 		tb.Errorf("delete queue %s: %v", queue, err)
-		return
 	}
-	defer ch.Close()
-	if _, err := ch.QueueDelete(queue, false, false, false); err != nil {
-		tb.Errorf("delete queue %s: %v", queue, err)
+}
+
+// Channel opens an AMQP channel on a connection of its own, both closed
+// when the test ends: for a test's own declarations and deletions.
+func Channel(tb testing.TB, url string) *amqp.Channel {
+	tb.Helper()
+	conn, err := amqp.Dial(url)
+	if err != nil {
+		tb.Fatalf("connect to RabbitMQ: %v", err)
 	}
+	tb.Cleanup(func() { _ = conn.Close() })
+	ch, err := conn.Channel()
+	if err != nil {
+		tb.Fatalf("open a channel: %v", err)
+	}
+	return ch
 }
