@@ -55,7 +55,7 @@ func (c *conn) session(tag json.RawMessage) *Session { return &Session{c: c, tag
 // run serves the session on the calling goroutine until it ends, then
 // removes its subscriptions and runs its close callbacks.
 func (c *conn) run() {
-	err := c.serve(c.handleFrame)
+	err := c.serve(c.handleMessage)
 	c.cleanup()
 	c.log.Debug("session ended", "err", err, "close_code", c.closeCode, "close_reason", c.closeReason)
 }
@@ -83,13 +83,22 @@ func (c *conn) sendInternalError(tag json.RawMessage) {
 	_ = c.sendEvent(protocol.EventInternalError, tag, map[string]string{"error": protocol.ErrInternalError})
 }
 
-// handleFrame runs one client message. Every frame, valid or not, costs
-// a token first; over the limit, frames are dropped undecoded.
-func (c *conn) handleFrame(data []byte) {
+// handleMessage takes one client message on the reader goroutine. Every
+// message, valid or not, costs a token first; over the limit, messages
+// are dropped undecoded. An admitted one runs on the server's action
+// pool, while the reader waits: the reader's stack stays shallow (see
+// package runpool), and the session's actions still run one at a time,
+// in order.
+func (c *conn) handleMessage(data []byte) {
 	if now := time.Now(); !c.admit(now) {
 		c.refuse(now, data)
 		return
 	}
+	c.srv.actions.Run(func() { c.handleAction(data) })
+}
+
+// handleAction decodes and runs one admitted client message.
+func (c *conn) handleAction(data []byte) {
 	action, err := protocol.DecodeAction(data)
 	if err != nil {
 		var de *protocol.DecodeError

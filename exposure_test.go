@@ -61,6 +61,50 @@ func TestHandshakeHeadersNotRetained(t *testing.T) {
 	}
 }
 
+// An action that needs a deep stack does not leave one with each idle
+// session: actions run on the server's pooled goroutines, and a session's
+// reader keeps its shallow stack. Run on the readers, 40 sessions would
+// each keep 64 KiB or more after two GCs (the GC halves an idle stack
+// once a cycle).
+func TestDeepActionLeavesNoStackWithIdleSession(t *testing.T) {
+	ts := startServer(t, "memory", func(c *myxi.Config) {
+		c.Actions["Deep"] = func(_ context.Context, s *myxi.Session, _ json.RawMessage) error {
+			return s.Send("Deep", map[string]int{"sum": deepStack(1024)})
+		}
+	})
+	stacks := func() uint64 {
+		runtime.GC()
+		runtime.GC()
+		var m runtime.MemStats
+		runtime.ReadMemStats(&m)
+		return m.StackInuse
+	}
+	const sessions = 40
+	before := stacks()
+	for range sessions {
+		c := testutil.Dial(t, ts.WS)
+		c.Send("Deep", nil, nil)
+		c.Expect("Deep")
+	}
+	perSession := (int64(stacks()) - int64(before)) / sessions
+	t.Logf("stack in use per idle session after a deep action: %d bytes", perSession)
+	if perSession > 24<<10 {
+		t.Fatalf("each idle session keeps %d bytes of stack after a deep action", perSession)
+	}
+}
+
+// deepStack recurses n times with a 256-byte frame: about 256 KiB of stack.
+//
+//go:noinline
+func deepStack(n int) int {
+	var pad [256]byte
+	pad[n%256] = byte(n)
+	if n == 0 {
+		return int(pad[0])
+	}
+	return deepStack(n-1) + int(pad[n%256])
+}
+
 // Upgrades with headers over Limits.MaxHeaderBytes get 431.
 func TestHandshakeHeaderLimit(t *testing.T) {
 	ts := startServer(t, "memory")

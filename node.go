@@ -23,6 +23,7 @@ import (
 	"github.com/myxi/myxi/internal/hub"
 	"github.com/myxi/myxi/internal/protocol"
 	"github.com/myxi/myxi/internal/randid"
+	"github.com/myxi/myxi/internal/runpool"
 )
 
 // Server is a Myxi node: it accepts WebSocket sessions, runs their
@@ -53,6 +54,7 @@ type Server struct {
 	histories map[string]*historyIndex // one per history exchange (history.go); fixed by New
 
 	fanoutJobs    chan fanoutJob // to the fan-out workers (fanout.go)
+	actions       *runpool.Pool  // runs the sessions' actions (conn.handleMessage)
 	lastFanoutEnd atomic.Int64   // unix nanos when the last fan-out ended
 
 	mu    sync.Mutex
@@ -83,15 +85,15 @@ func New(cfg Config) (*Server, error) {
 		failed:  make(chan struct{}),
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
+	s.actions = runpool.New(s.ctx, actionWorkerIdle)
 	s.hub = hub.New[*conn](bindCounter{s.broker, s.metrics})
 	s.upgrader = websocket.Upgrader{
 		HandshakeTimeout: cfg.Limits.HandshakeTimeout,
-		// Reads are small actions; writes bypass gorilla's buffers (see
-		// wire.go), which are only used for the handshake.
-		ReadBufferSize:  512,
-		WriteBufferSize: 512,
-		WriteBufferPool: &sync.Pool{},
-		CheckOrigin:     s.checkOrigin(newOriginChecker(cfg.AllowedOrigins)),
+		// Gorilla's connection is dropped after the handshake (the
+		// transport reads and writes the socket itself): with no buffer
+		// sizes and no pool, it reuses net/http's hijacked buffers
+		// instead of allocating its own for one handshake.
+		CheckOrigin: s.checkOrigin(newOriginChecker(cfg.AllowedOrigins)),
 		Error: func(w http.ResponseWriter, r *http.Request, status int, reason error) {
 			if status == http.StatusForbidden {
 				http.Error(w, fmt.Sprintf("Forbidden: origin %q is not allowed; %s", r.Header.Get("Origin"), allowOriginHint), status)
@@ -547,6 +549,11 @@ func (s *Server) reauthorizeSweep(ctx context.Context, conns []*conn, spread tim
 // after it has closed their TCP connections because its ctx ended.
 const shutdownGrace = 5 * time.Second
 
+// actionWorkerIdle is how long an action goroutine waits for the next
+// action before it ends: a connection storm's worth, so that a burst of
+// Subscribes reuses a few grown stacks.
+const actionWorkerIdle = 10 * time.Second
+
 // Shutdown stops accepting sessions, closes the live ones with code 1001
 // spread over the DrainPeriod (so their clients do not all come back at
 // once), waits for them to end, then closes the broker.
@@ -568,6 +575,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	s.mu.Unlock()
 
 	var err error
+	stuck := false // a session goroutine outlived the grace period
 	if len(conns) > 0 {
 		s.log.Info("draining sessions", "sessions", len(conns), "drain_period", s.cfg.DrainPeriod)
 		step := s.cfg.DrainPeriod / time.Duration(len(conns))
@@ -600,6 +608,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 			select {
 			case <-idle:
 			case <-grace.C:
+				stuck = true
 				s.log.Error("session goroutines still running after their connections were closed (an action handler ignores its context?)", "sessions", s.Sessions())
 			}
 			grace.Stop()
@@ -607,6 +616,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 	s.cancel() // ends the background loops
 	s.wg.Wait()
+	if !stuck {
+		s.actions.Wait() // idle action goroutines end with s.ctx; none is busy once every session has ended
+	}
 	if cerr := s.broker.Close(); cerr != nil && err == nil {
 		err = fmt.Errorf("myxi: close broker: %w", cerr)
 	}
