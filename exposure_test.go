@@ -37,13 +37,7 @@ func TestHandshakeHeadersNotRetained(t *testing.T) {
 		header.Set("X-Junk-"+strings.Repeat("a", i%5)+string(rune('a'+i%26))+string(rune('a'+i/26)), junk)
 	}
 	header.Set("X-Junk-0", junk)
-	heap := func() uint64 {
-		runtime.GC()
-		runtime.GC()
-		var m runtime.MemStats
-		runtime.ReadMemStats(&m)
-		return m.HeapAlloc
-	}
+	heap := func() uint64 { return memAfterGC().HeapAlloc }
 	before := heap()
 	clients := make([]*testutil.Client, sessions)
 	for i := range clients {
@@ -72,13 +66,7 @@ func TestDeepActionLeavesNoStackWithIdleSession(t *testing.T) {
 			return s.Send("Deep", map[string]int{"sum": deepStack(1024)})
 		}
 	})
-	stacks := func() uint64 {
-		runtime.GC()
-		runtime.GC()
-		var m runtime.MemStats
-		runtime.ReadMemStats(&m)
-		return m.StackInuse
-	}
+	stacks := func() uint64 { return memAfterGC().StackInuse }
 	const sessions = 40
 	before := stacks()
 	for range sessions {
@@ -91,6 +79,17 @@ func TestDeepActionLeavesNoStackWithIdleSession(t *testing.T) {
 	if perSession > 24<<10 {
 		t.Fatalf("each idle session keeps %d bytes of stack after a deep action", perSession)
 	}
+}
+
+// memAfterGC reads the memory statistics after two collections: the
+// second frees what the first's finalizers released, and halves idle
+// stacks once more.
+func memAfterGC() runtime.MemStats {
+	runtime.GC()
+	runtime.GC()
+	var m runtime.MemStats
+	runtime.ReadMemStats(&m)
+	return m
 }
 
 // deepStack recurses n times with a 256-byte frame: about 256 KiB of stack.

@@ -56,6 +56,7 @@ type Server struct {
 	fanoutJobs    chan fanoutJob // to the fan-out workers (fanout.go)
 	actions       *runpool.Pool  // runs the sessions' actions (conn.handleMessage)
 	lastFanoutEnd atomic.Int64   // unix nanos when the last fan-out ended
+	backToBack    atomic.Int32   // deliveries in a row that followed the last fan-out at once (fanout.go)
 
 	mu    sync.Mutex
 	conns map[*conn]struct{}
