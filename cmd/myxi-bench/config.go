@@ -168,7 +168,7 @@ func parseConfig(args []string, stderr io.Writer) (*config, error) {
 	fs.DurationVar(&c.Settle, "settle", time.Second, "idle time after every client is subscribed, before the RSS sample and publishing")
 	fs.DurationVar(&c.Drain, "drain", 10*time.Second, "how long to wait after the last publish for deliveries still in flight")
 	fs.DurationVar(&c.Timeout, "timeout", 5*time.Minute, "hard cap on the whole run")
-	fs.StringVar(&c.CPUProfile, "cpuprofile", "", "write the tool's own CPU profile (publish phase) to this file")
+	fs.StringVar(&c.CPUProfile, "cpuprofile", "", "write the tool's own CPU profile to this file: of the publish phase, or of the connect phase when nothing is published (idle)")
 	fs.StringVar(&c.Median, "median", "", "do not run: print the medians of the RESULT lines in this file (- for stdin)")
 	fs.BoolVar(&c.Floor, "floor", false, "run against the floor server (a bare fan-out writer this tool spawns) instead of Myxi")
 	fs.BoolVar(&c.FloorCompare, "floor-compare", false, "run the scenario against the floor server, then against the -spawn server, and report server CPU per delivery, Myxi ÷ floor")

@@ -198,11 +198,20 @@ func runTarget(cfg *config, tg target, current *atomic.Pointer[spawned], logf fu
 	hist := &histogram{}
 	fl := newFleet(cfg, hist)
 	logf("connecting %d clients to %s", cfg.Conns, cfg.wsURL())
+	var stopProfile func()
+	if cfg.CPUProfile != "" && total == 0 { // nothing to publish: profile the connect phase
+		if stopProfile, err = startCPUProfile(cfg.CPUProfile); err != nil {
+			logf("warning: %v", err)
+		}
+	}
 	c0 := sampleNow()
 	cr := fl.open(ctx, cfg.ConnectRate, func(ok, failed, launched int) {
 		logf("  subscribed %d, failed %d, launched %d of %d", ok, failed, launched, cfg.Conns)
 	})
 	c1 := sampleNow()
+	if stopProfile != nil {
+		stopProfile()
+	}
 	ccpu := cpuBetween(c0, c1)
 	r.Connected, r.ConnectFailed, r.ConnectReasons, r.NoWelcome = cr.OK, cr.Failed+cfg.Conns-cr.Launched, cr.Reasons, cr.NoWelcome
 	r.ConnectS = secs(cr.Elapsed)
