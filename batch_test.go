@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+	dto "github.com/prometheus/client_model/go"
 )
 
 // writerPair returns a server-side conn (batching or not) wired to a real
@@ -246,5 +247,41 @@ func TestCloseDeadlineOnlyMovesCloser(t *testing.T) {
 	c.setCloseDeadline(soon.Add(c.writeTimeout))
 	if !c.closeDeadline.Equal(soon) {
 		t.Fatalf("close deadline %v, want %v", c.closeDeadline, soon)
+	}
+}
+
+// A session's own events (a reply, Session.Send) are written by the
+// sender at once, like deliveries, when nothing else is pending: counted
+// as written before send returns, with no writer goroutine. Behind a
+// writer that holds the token they are queued, and arrive in order.
+func TestSendWritesInlineWhenIdle(t *testing.T) {
+	c, client := writerPair(t, false)
+	written := func() float64 {
+		var m dto.Metric
+		if err := c.m.delivered.Write(&m); err != nil {
+			t.Fatal(err)
+		}
+		return m.GetCounter().GetValue()
+	}
+	before := written()
+	if err := c.send(newFrame([]byte(`{"event":"First","tag":null,"payload":{}}`))); err != nil {
+		t.Fatal(err)
+	}
+	if got := written() - before; got != 1 || c.writing.Load() || !c.queue.empty() {
+		t.Fatalf("after send: %v written, token held %v, queue empty %v; want it written inline", got, c.writing.Load(), c.queue.empty())
+	}
+	c.writing.Store(true) // a writer is busy
+	if err := c.send(newFrame([]byte(`{"event":"Second","tag":null,"payload":{}}`))); err != nil {
+		t.Fatal(err)
+	}
+	if c.queue.empty() {
+		t.Fatal("send wrote while another writer held the token")
+	}
+	c.writing.Store(false)
+	c.kick()
+	for i, want := range []string{"First", "Second"} {
+		if got := readFrame(t, client); !strings.Contains(got, `"event":"`+want+`"`) {
+			t.Fatalf("frame %d: %s, want %s", i, got, want)
+		}
 	}
 }

@@ -65,7 +65,7 @@ func (c *conn) sendEvent(event string, tag json.RawMessage, payload any) error {
 	if err != nil {
 		return fmt.Errorf("encode %s event: %w", event, err)
 	}
-	return c.enqueue(newFrame(data))
+	return c.send(newFrame(data))
 }
 
 // sendError sends Error {"error": name, "message": message, ...details}.

@@ -59,12 +59,17 @@
 //     Subscribe, and the application's action handlers. A slow handler
 //     delays that session only. When the connection ends, the reader
 //     removes the session's subscriptions and runs its OnClose callbacks.
-//   - The writer is a token, not a fixed goroutine: whoever queues
-//     something (a delivery, Session.Send, a ping timer) starts a writer
-//     goroutine when none holds the token; it writes everything pending and
-//     exits. It is the only code that writes to the socket (gorilla's
-//     Upgrader does the handshake and nothing after it), so there is
-//     exactly one writer at a time and exactly one Close frame.
+//   - The writer is a token, not a fixed goroutine. Whoever has an event
+//     for the session (the fan-out, a reply, Session.Send) takes the token
+//     when it is free and nothing else is pending, and writes the frame
+//     itself with one non-blocking write(2), no deadline needed. Otherwise
+//     (a writer holds the token, something is queued, a ping is due, or
+//     that write would block) the frame is queued, and a writer goroutine
+//     started with the token writes everything pending, each blocking
+//     flush within WriteTimeout, gives the token back and exits. Only the
+//     token's holder writes to the socket (gorilla's Upgrader does the
+//     handshake and nothing after it), so there is exactly one writer at
+//     a time and exactly one Close frame.
 //   - A keepalive timer (time.AfterFunc) asks the writer for a ping every
 //     PingInterval.
 //   - A replay runs inside the Subscribe that asked for it, while the

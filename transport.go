@@ -207,18 +207,36 @@ func (t *transport) enqueue(f *frame) error {
 // the rest, and the token, to a writer goroutine, whose flushes have a
 // deadline.
 func (t *transport) deliver(f *frame) bool {
+	written, _ := t.offer(f)
+	return written
+}
+
+// send hands f, an event for this session only (a reply, Session.Send),
+// to the connection the way deliver does: written at once when nothing
+// else is pending, else queued. A session that connects and subscribes
+// then starts no writer goroutine and sets no write deadline for its
+// Welcome and Subscribed. The error is enqueue's.
+func (t *transport) send(f *frame) error {
+	written, err := t.offer(f)
+	if written {
+		t.m.delivered.Inc() // as flush counts what it writes
+	}
+	return err
+}
+
+// offer is deliver and send: it reports whether f was written at once,
+// and enqueue's error when f was queued.
+func (t *transport) offer(f *frame) (written bool, err error) {
 	if t.raw == nil || t.closing.Load() || !t.writing.CompareAndSwap(false, true) {
-		_ = t.enqueue(f) // a writer is running: it takes f with the rest
-		return false
+		return false, t.enqueue(f) // a writer is running: it takes f with the rest
 	}
 	if t.pingDue.Load() || t.pong.Load() != nil || !t.queue.empty() {
 		if t.queue.push(f) {
 			go t.writeLoop() // with the token
-			return false
+			return false, nil
 		}
 		t.writing.Store(false)
-		_ = t.enqueue(f) // full: enqueue closes the slow client
-		return false
+		return false, t.enqueue(f) // full: enqueue closes the slow client
 	}
 	n, err := t.tryWrite(f.wire)
 	switch {
@@ -226,11 +244,11 @@ func (t *transport) deliver(f *frame) bool {
 		t.log.Debug("write failed", "err", err)
 		t.abort()
 		go t.writeLoop() // to finish, with the token
-		return false
+		return false, nil
 	case n < len(f.wire):
 		t.w.partial = f.wire[n:]
 		go t.writeLoop() // to write the rest, with the token
-		return false
+		return false, nil
 	}
 	t.writing.Store(false)
 	// Work queued while the token was held (a Send, a ping, a close) is
@@ -238,7 +256,7 @@ func (t *transport) deliver(f *frame) bool {
 	if t.hasWork() && t.writing.CompareAndSwap(false, true) {
 		go t.writeLoop()
 	}
-	return true
+	return true, nil
 }
 
 // tryWrite makes one non-blocking write(2) and reports how much of b it
