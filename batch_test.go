@@ -44,7 +44,7 @@ func writerPair(t *testing.T, batch bool) (*conn, *websocket.Conn) {
 	t.Cleanup(cancel)
 	c := &conn{srv: srv, ctx: ctx, cancel: cancel}
 	c.transport.init(ws.NetConn(), srv.cfg.Limits)
-	c.batch, c.log, c.m = batch, srv.log, srv.metrics
+	c.batch, c.logBase, c.m = batch, srv.log, srv.metrics
 	return c, client
 }
 
@@ -181,7 +181,7 @@ func TestFanoutChunks(t *testing.T) {
 		defer cancel()
 		c := &conn{srv: srv, ctx: ctx, cancel: cancel}
 		c.queue = sendQueue{maxItems: 16, maxBytes: 1 << 20}
-		c.log, c.m = srv.log, srv.metrics
+		c.logBase, c.m = srv.log, srv.metrics
 		c.writing.Store(true) // no socket: every delivery stays queued
 		conns[i] = c
 	}

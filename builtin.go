@@ -34,15 +34,7 @@ func decodeSubscriptionPayload(payload json.RawMessage) (subscriptionPayload, bo
 // exchangeName reads the exchange field: ok is false when it is missing
 // or not a string.
 func exchangeName(raw json.RawMessage) (string, bool) {
-	raw = bytes.TrimSpace(raw)
-	if len(raw) == 0 || raw[0] != '"' {
-		return "", false
-	}
-	var name string
-	if json.Unmarshal(raw, &name) != nil {
-		return "", false
-	}
-	return name, true
+	return protocol.String(raw)
 }
 
 // keyList returns the raw routing keys a payload names: routing_keys when
@@ -189,7 +181,7 @@ func (c *conn) subscribeOne(ctx context.Context, tag json.RawMessage, exchange s
 	}
 	if err := c.srv.hub.Subscribe(ctx, exchange, key, c); err != nil {
 		if !errors.Is(err, broker.ErrUnavailable) && !errors.Is(err, context.DeadlineExceeded) {
-			c.log.Error("subscribe failed", "exchange", exchange, "routing_key", key, "err", err)
+			c.logger().Error("subscribe failed", "exchange", exchange, "routing_key", key, "err", err)
 		}
 		c.sendError(tag, protocol.ErrBrokerUnavailable, "the broker is unreachable right now; retry later", details())
 		return true
@@ -386,7 +378,7 @@ func (c *conn) reauthorize(ctx context.Context) {
 		authorize := c.srv.cfg.Exchanges[s.exchange]
 		allowed, err := c.authorize(ctx, authorize, nil, s.key)
 		if err != nil {
-			c.log.Warn("reauthorization failed; keeping the subscription", "exchange", s.exchange, "routing_key", s.key, "err", err)
+			c.logger().Warn("reauthorization failed; keeping the subscription", "exchange", s.exchange, "routing_key", s.key, "err", err)
 			continue
 		}
 		if allowed {

@@ -24,7 +24,6 @@ const floodCloseAfter = 5 * time.Second
 type conn struct {
 	transport
 	srv   *Server
-	id    string
 	state *sessionState
 
 	ctx    context.Context // ends when the session starts closing
@@ -57,7 +56,7 @@ func (c *conn) session(tag json.RawMessage) *Session { return &Session{c: c, tag
 func (c *conn) run() {
 	err := c.serve(c.handleMessage)
 	c.cleanup()
-	c.log.Debug("session ended", "err", err, "close_code", c.closeCode, "close_reason", c.closeReason)
+	c.logger().Debug("session ended", "err", err, "close_code", c.closeCode, "close_reason", c.closeReason)
 }
 
 func (c *conn) sendEvent(event string, tag json.RawMessage, payload any) error {
@@ -151,7 +150,7 @@ func (c *conn) refuse(now time.Time, data []byte) {
 	c.lastReject = now
 	c.srv.metrics.actions.WithLabelValues("(any)", protocol.ErrRateLimited).Inc()
 	if now.Sub(c.firstReject) >= floodCloseAfter {
-		c.log.Warn("client flooding, disconnecting", "actions_per_second", c.frames.Limit(), "over_limit_for", now.Sub(c.firstReject))
+		c.logger().Warn("client flooding, disconnecting", "actions_per_second", c.frames.Limit(), "over_limit_for", now.Sub(c.firstReject))
 		c.closeWith(closePolicy, "flooding: over the action rate limit")
 		return
 	}
@@ -179,7 +178,7 @@ func (c *conn) dispatch(a protocol.Action) (outcome string) {
 	defer cancel()
 	defer func() {
 		if r := recover(); r != nil {
-			c.log.Error("action panicked", "action", a.Name, "panic", r, "stack", string(debug.Stack()))
+			c.logger().Error("action panicked", "action", a.Name, "panic", r, "stack", string(debug.Stack()))
 			c.sendInternalError(a.Tag)
 			outcome = protocol.ErrInternalError
 		}
@@ -215,7 +214,7 @@ func (c *conn) reportError(tag json.RawMessage, what string, err error) string {
 		c.sendError(tag, ce.Name, ce.Message, cloneDetails(ce.Details))
 		return ce.Name
 	}
-	c.log.Error(what+" failed", "err", err)
+	c.logger().Error(what+" failed", "err", err)
 	c.sendInternalError(tag)
 	return protocol.ErrInternalError
 }
@@ -265,7 +264,7 @@ func (c *conn) cleanup() {
 func (c *conn) runCallback(fn func()) {
 	defer func() {
 		if r := recover(); r != nil {
-			c.log.Error("close callback panicked", "panic", r, "stack", string(debug.Stack()))
+			c.logger().Error("close callback panicked", "panic", r, "stack", string(debug.Stack()))
 		}
 	}()
 	fn()

@@ -104,6 +104,31 @@ func deepStack(n int) int {
 	return deepStack(n-1) + int(pad[n%256])
 }
 
+// A session's log lines carry its id (the logger is built when the
+// session first logs, not when it connects).
+func TestSessionLogNamesTheSession(t *testing.T) {
+	var logs syncBuffer
+	ts := startServer(t, "memory", func(c *myxi.Config) {
+		c.Logger = slog.New(slog.NewTextHandler(&logs, nil))
+		c.Actions["Fail"] = func(context.Context, *myxi.Session, json.RawMessage) error {
+			return errors.New("disk on fire")
+		}
+	})
+	c := testutil.Dial(t, ts.WS)
+	c.Send("Fail", nil, nil)
+	c.Expect("InternalError")
+	id := c.Welcome.Str("id")
+	for _, line := range strings.Split(logs.String(), "\n") {
+		if strings.Contains(line, "disk on fire") {
+			if !strings.Contains(line, "session="+id) {
+				t.Fatalf("the failure's log line does not name session %s: %s", id, line)
+			}
+			return
+		}
+	}
+	t.Fatalf("no log line for the failed action:\n%s", logs.String())
+}
+
 // Upgrades with headers over Limits.MaxHeaderBytes get 431.
 func TestHandshakeHeaderLimit(t *testing.T) {
 	ts := startServer(t, "memory")

@@ -55,7 +55,7 @@ func benchSessions(b *testing.B, srv *Server, n int, subscribe func(context.Cont
 	for i := range conns {
 		c := &conn{srv: srv, ctx: ctx, cancel: cancel}
 		c.queue = sendQueue{maxItems: 1024, maxBytes: 1 << 20}
-		c.log, c.m = srv.log, srv.metrics
+		c.logBase, c.m = srv.log, srv.metrics
 		c.writing.Store(true) // no writer goroutine: the benchmark drains the queues
 		conns[i] = c
 		if err := subscribe(ctx, c); err != nil {

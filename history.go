@@ -94,8 +94,8 @@ func parseSince(raw json.RawMessage) (*history.Position, error) {
 	if err != nil || off < 0 || off >= maxOffset {
 		return nil, errors.New("since.offset: must be an integer from 0 to 2^53-1")
 	}
-	var epoch string
-	if len(p.Epoch) == 0 || p.Epoch[0] != '"' || json.Unmarshal(p.Epoch, &epoch) != nil || epoch == "" || len(epoch) > maxEpochBytes {
+	epoch, ok := protocol.String(p.Epoch)
+	if !ok || epoch == "" || len(epoch) > maxEpochBytes {
 		return nil, fmt.Errorf("since.epoch: must be a non-empty string of at most %d bytes", maxEpochBytes)
 	}
 	return &history.Position{Offset: uint64(off), Epoch: epoch}, nil

@@ -357,7 +357,7 @@ func (s *Server) handleUpgrade(c echo.Context) error {
 		cn.closeWith(closeGoingAway, "server shutting down")
 	}
 	if err := cn.sendEvent(protocol.EventWelcome, nil, map[string]string{"id": cn.id}); err != nil {
-		cn.log.Debug("welcome not sent", "err", err)
+		cn.logger().Debug("welcome not sent", "err", err)
 	}
 	// The session gets goroutines of its own so that the HTTP handler
 	// returns and net/http releases what it held for the handshake (its
@@ -402,7 +402,6 @@ func (s *Server) newConn(nc net.Conn, r *http.Request) *conn {
 	l := s.cfg.Limits
 	cn := &conn{
 		srv:    s,
-		id:     id,
 		ctx:    ctx,
 		cancel: cancel,
 		state: &sessionState{
@@ -411,8 +410,9 @@ func (s *Server) newConn(nc net.Conn, r *http.Request) *conn {
 		},
 	}
 	cn.transport.init(nc, l)
+	cn.id = id
 	cn.batch = r.URL.Query().Get("batch") == "1"
-	cn.log = s.log.With("session", id)
+	cn.logBase = s.log
 	cn.m = s.metrics
 	cn.onClose = cancel
 	cn.admitPing = cn.allowPing

@@ -43,7 +43,7 @@ func sweepFixture(tb testing.TB, sessions, keys int, delay time.Duration) (*Serv
 		ctx, cancel := context.WithCancel(context.Background())
 		tb.Cleanup(cancel)
 		c := &conn{srv: srv, ctx: ctx, cancel: cancel, state: &sessionState{}}
-		c.log = srv.log
+		c.logBase = srv.log
 		c.subs = map[string]map[string]json.RawMessage{"e": {}}
 		for k := range keys {
 			c.subs["e"][fmt.Sprint(k)] = json.RawMessage(fmt.Sprint(k))

@@ -61,10 +61,12 @@ var errPeerClosed = errors.New("client sent a close frame")
 //     reader goroutine and hands each complete message to the session.
 //     It validates the framing (1002), UTF-8 (1007) and size (1009).
 //   - the writer is a token (writing) held by at most one goroutine at a
-//     time; kick starts a writer goroutine when there is something to
-//     write and none runs, so an idle connection keeps no writer stack.
-//     Only the token holder writes: events, pings, pongs and the one Close
-//     frame. Each blocking flush has a write deadline (WriteTimeout).
+//     time. offer (deliver, send) takes it when it is free and nothing is
+//     pending, and makes one non-blocking write; otherwise kick starts a
+//     writer goroutine when there is something to write and none runs, so
+//     an idle connection keeps no writer stack. Only the token holder
+//     writes: events, pings, pongs and the one Close frame. Each blocking
+//     flush has a write deadline (WriteTimeout).
 //   - closeWith records the close code (the first call wins); the writer
 //     sends it, then the reader waits at most closeGrace for the client's
 //     Close before the connection is dropped.
@@ -72,8 +74,14 @@ type transport struct {
 	nc    net.Conn
 	br    *bufio.Reader
 	batch bool // the client asked for batched frames (?batch=1)
-	log   *slog.Logger
 	m     *metrics
+
+	// The session's logger is the server's with the session id, built on
+	// first use (logger): most sessions never log, and slog's With
+	// formats the id at once, for each of thousands of connections.
+	id         string
+	logBase    *slog.Logger
+	sessionLog atomic.Pointer[slog.Logger]
 
 	maxMessage   int64
 	idleTimeout  time.Duration
@@ -142,6 +150,17 @@ func (t *transport) init(nc net.Conn, l Limits) {
 	t.finished = make(chan struct{})
 }
 
+// logger returns the session's logger, building it on first use (two
+// goroutines that race build equal ones).
+func (t *transport) logger() *slog.Logger {
+	if l := t.sessionLog.Load(); l != nil {
+		return l
+	}
+	l := t.logBase.With("session", t.id)
+	t.sessionLog.Store(l)
+	return l
+}
+
 // closeWith asks the writer to close the connection with code; the first
 // call wins. It never blocks.
 func (t *transport) closeWith(code int, reason string) {
@@ -189,7 +208,7 @@ func (t *transport) enqueue(f *frame) error {
 	if !t.queue.push(f) {
 		if t.slow.CompareAndSwap(false, true) {
 			t.m.slowClients.Inc()
-			t.log.Warn("client too slow, disconnecting", "queued_bytes_limit", t.queue.maxBytes, "queued_messages_limit", t.queue.maxItems)
+			t.logger().Warn("client too slow, disconnecting", "queued_bytes_limit", t.queue.maxBytes, "queued_messages_limit", t.queue.maxItems)
 			t.closeWith(closePolicy, "too slow to read events")
 		}
 		t.m.dropped.Inc()
@@ -241,7 +260,7 @@ func (t *transport) offer(f *frame) (written bool, err error) {
 	n, err := t.tryWrite(f.wire)
 	switch {
 	case err != nil:
-		t.log.Debug("write failed", "err", err)
+		t.logger().Debug("write failed", "err", err)
 		t.abort()
 		go t.writeLoop() // to finish, with the token
 		return false, nil
@@ -521,7 +540,7 @@ func (t *transport) writeLoop() {
 			return
 		}
 		if err := t.flush(); err != nil {
-			t.log.Debug("write failed", "err", err)
+			t.logger().Debug("write failed", "err", err)
 			t.abort()
 			continue // to finish
 		}

@@ -101,3 +101,19 @@ func FuzzSubscriptionPayload(f *testing.F) {
 		}
 	})
 }
+
+// FuzzString: String agrees with encoding/json on every input, whether it
+// takes the fast path or not: the same strings accepted, the same values.
+func FuzzString(f *testing.F) {
+	for _, seed := range []string{`"k1"`, ` "widgets"`, `"widgets" `, `"a\"b"`, `"\u00e9"`, `"é"`, `"tab	in"`, `"\xff"`, `"open`, `"a"b"`, `""`, `null`, `12`, `"\\"`} {
+		f.Add([]byte(seed))
+	}
+	f.Fuzz(func(t *testing.T, raw []byte) {
+		got, ok := String(raw)
+		var want string
+		wantOK := len(raw) > 0 && raw[0] == '"' && json.Unmarshal(raw, &want) == nil
+		if ok != wantOK || got != want {
+			t.Fatalf("String(%q) = %q, %v; encoding/json: %q, %v", raw, got, ok, want, wantOK)
+		}
+	})
+}

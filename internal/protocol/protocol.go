@@ -102,8 +102,8 @@ func DecodeAction(frame []byte) (Action, error) {
 	if len(w.Tag) > 0 {
 		tag = w.Tag
 	}
-	var name string
-	if len(w.Action) == 0 || w.Action[0] != '"' || json.Unmarshal(w.Action, &name) != nil || name == "" {
+	name, ok := String(w.Action)
+	if !ok || name == "" {
 		return Action{}, &DecodeError{Name: ErrInvalidAction, Tag: tag, Message: "action: must be a non-empty string"}
 	}
 	payload := emptyObject
@@ -180,8 +180,8 @@ func RoutingKey(raw json.RawMessage) (string, error) {
 	}
 	switch raw[0] {
 	case '"':
-		var s string
-		if err := json.Unmarshal(raw, &s); err != nil {
+		s, ok := String(raw)
+		if !ok {
 			return "", ErrBadRoutingKey
 		}
 		return s, nil
@@ -200,6 +200,36 @@ func RoutingKey(raw json.RawMessage) (string, error) {
 		}
 		return n.String(), nil
 	}
+}
+
+// String decodes raw, one JSON value with no whitespace around it (as
+// encoding/json leaves a json.RawMessage), as a string; ok is false when
+// it is not a string. A string without escapes or control characters,
+// which is what clients send for names and keys, is taken as it is,
+// without encoding/json's reflection.
+func String(raw json.RawMessage) (s string, ok bool) {
+	if len(raw) < 2 || raw[0] != '"' {
+		return "", false
+	}
+	inner := raw[1 : len(raw)-1]
+	if raw[len(raw)-1] == '"' && plain(inner) {
+		return string(inner), true
+	}
+	if json.Unmarshal(raw, &s) != nil {
+		return "", false
+	}
+	return s, true
+}
+
+// plain reports whether b, a JSON string's contents, needs no decoding:
+// valid UTF-8 with no escape, quote or control character.
+func plain(b []byte) bool {
+	for _, c := range b {
+		if c < 0x20 || c == '"' || c == '\\' {
+			return false
+		}
+	}
+	return utf8.Valid(b)
 }
 
 // EchoKey is the routing key as it goes back to the client in a reply:
