@@ -121,7 +121,7 @@ func (s *Server) statusPage(c echo.Context) error {
 // It returns at once with the error when it cannot listen (a port in
 // use); WaitReady returns that error too.
 func (s *Server) ListenAndServe(ctx context.Context) error {
-	ln, err := net.Listen("tcp", s.cfg.Addr)
+	ln, err := listenNoKeepAlive.Listen(ctx, "tcp", s.cfg.Addr)
 	if err != nil {
 		err = fmt.Errorf("myxi: listen on %s: %w", s.cfg.Addr, err)
 		s.fail(err)
@@ -129,6 +129,12 @@ func (s *Server) ListenAndServe(ctx context.Context) error {
 	}
 	return s.Serve(ctx, ln)
 }
+
+// listenNoKeepAlive listens without TCP keep-alive probes: a WebSocket
+// has its own (Limits.PingInterval, with the idle close) and a plain HTTP
+// connection its idle timeout, and each accepted connection would cost
+// four setsockopt(2) calls to turn the probes on.
+var listenNoKeepAlive = net.ListenConfig{KeepAlive: -1}
 
 // Timeouts of the http.Server of ListenAndServe and Serve. They bound
 // plain HTTP requests and idle keep-alive connections; WebSockets,

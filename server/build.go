@@ -307,7 +307,9 @@ func (a *app) serve(ctx context.Context, onListen func(net.Addr)) error {
 		_ = a.srv.Shutdown(context.WithoutCancel(ctx))
 		return err
 	}
-	ln, err := net.Listen("tcp", a.addr)
+	// No TCP keep-alive probes (four setsockopt(2) calls per accepted
+	// connection): WebSockets have Myxi's pings, HTTP its idle timeout.
+	ln, err := (&net.ListenConfig{KeepAlive: -1}).Listen(ctx, "tcp", a.addr)
 	if err != nil {
 		_ = a.srv.Shutdown(context.WithoutCancel(ctx))
 		return fmt.Errorf("listen on %s: %w", a.addr, err)
