@@ -51,7 +51,9 @@ func (w *writePool) Put(v any) { w.p.Put(v) }
 func newDialers(cfg *config) []*websocket.Dialer {
 	wp := &writePool{} // write buffers only while a write is in progress
 	mk := func(local net.IP) *websocket.Dialer {
-		nd := &net.Dialer{Timeout: cfg.HandshakeTimeout}
+		// No TCP keep-alive probes: four setsockopt(2) calls per client
+		// that a load tool sharing the server's cores cannot spare.
+		nd := &net.Dialer{Timeout: cfg.HandshakeTimeout, KeepAlive: -1}
 		if local != nil {
 			nd.LocalAddr = &net.TCPAddr{IP: local}
 			nd.Control = func(network, address string, c syscall.RawConn) error {
