@@ -29,9 +29,10 @@ type conn struct {
 	ctx    context.Context // ends when the session starts closing
 	cancel context.CancelFunc
 
-	// Rate limits, touched by the reader goroutine only: one token per
-	// frame, and one per routing key that a Subscribe or Unsubscribe
-	// names (see newConn for the sizes).
+	// Rate limits, touched by one goroutine at a time (the reader, or
+	// the action goroutine it waits for): one token per frame, and one
+	// per routing key that a Subscribe or Unsubscribe names (see newConn
+	// for the sizes).
 	frames      *rate.Limiter
 	keys        *rate.Limiter
 	credit      int       // frames a new session may send beyond the frame bucket: see newConn

@@ -140,8 +140,9 @@ func (c *conn) subscribeHistory(ctx context.Context, idx *historyIndex, tag json
 }
 
 // replay sends a recovering subscription's records, then those that
-// arrived meanwhile, until the index turns it live. It runs on the
-// session's reader goroutine, so the session's next action waits for it.
+// arrived meanwhile, until the index turns it live. It runs inside the
+// Subscribe, which the session's reader waits for, so the session's next
+// action waits for it.
 // It keeps at most half of the send queue for replayed frames: the rest
 // is live traffic's headroom, so a replay never makes a client look too
 // slow (1008), and a client that reads slowly just recovers slowly.

@@ -105,7 +105,7 @@ type transport struct {
 	pingMu    sync.Mutex
 	pingTimer *time.Timer // guarded by pingMu
 
-	// A replay (history.go) runs on the reader goroutine and waits on
+	// A replay (history.go) runs inside a Subscribe and waits on
 	// drained, which the writer signals after taking the queue while
 	// replaying is set. The first replay makes drained, before it sets
 	// replaying.
