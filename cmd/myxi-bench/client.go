@@ -12,12 +12,15 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+
+	"github.com/myxi/myxi/internal/runpool"
 )
 
-// One WebSocket client: one goroutine that connects, waits for Welcome,
-// subscribes to its key, waits for Subscribed, then reads events until the
-// run closes it. Its counters are written by that goroutine only and read
-// once it has ended.
+// One WebSocket client: one goroutine that has a reused goroutine connect,
+// wait for Welcome, subscribe to its key and wait for Subscribed, then
+// reads events until the run closes it. Its counters are written by one
+// goroutine at a time (the handshake's, then the client's) and read once
+// it has ended.
 
 const maxFrame = 4 << 20 // read limit per frame
 
@@ -48,6 +51,7 @@ type shared struct {
 	// handshake results go here (the fleet waits for one per client)
 	handshakes chan handshakeResult
 	sem        chan struct{}
+	setup      *runpool.Pool // runs the handshakes (client.run); set by fleet.open
 }
 
 type handshakeResult struct {
@@ -128,16 +132,31 @@ func (c *client) fail(sh *shared, reason string) {
 	}
 }
 
-// run is the client's goroutine.
+// run is the client's goroutine. The handshake (dial, Welcome,
+// Subscribe, Subscribed) runs on one of sh.setup's reused goroutines
+// while run waits: dialing and parsing HTTP need a deep stack, which
+// would otherwise be grown, copied and kept by each of thousands of
+// client goroutines, on the cores the measured server uses too. The live
+// read loop then runs here, on a shallow stack.
 func (c *client) run(ctx context.Context, sh *shared) {
 	defer close(c.done)
+	var conn *websocket.Conn
+	sh.setup.Run(func() { conn = c.connect(ctx, sh) })
+	if conn != nil {
+		c.readLoop(sh, conn, false)
+	}
+}
+
+// connect dials and reads until the client is live: it returns the
+// connection then, or nil when the client failed (already reported).
+func (c *client) connect(ctx context.Context, sh *shared) *websocket.Conn {
 	hsCtx, cancel := context.WithTimeout(ctx, sh.hsTimeout)
 	dialer := sh.dialers[c.idx%len(sh.dialers)]
 	conn, resp, err := dialer.DialContext(hsCtx, sh.url, nil)
 	cancel()
 	if err != nil {
 		c.fail(sh, "dial: "+describeDialError(err, resp))
-		return
+		return nil
 	}
 	if resp != nil && resp.Body != nil {
 		resp.Body.Close()
@@ -147,8 +166,18 @@ func (c *client) run(ctx context.Context, sh *shared) {
 	_ = conn.SetReadDeadline(time.Now().Add(sh.hsTimeout))
 	if c.closing.Load() { // the run is being torn down
 		c.fail(sh, "closed before subscribing")
-		return
+		return nil
 	}
+	if !c.readLoop(sh, conn, true) {
+		return nil
+	}
+	return conn
+}
+
+// readLoop reads and handles frames until the connection ends or the
+// client gives up (false), or, with untilLive, until the client has just
+// become live (true).
+func (c *client) readLoop(sh *shared, conn *websocket.Conn, untilLive bool) bool {
 	for {
 		_, r, err := conn.NextReader()
 		if err != nil {
@@ -161,7 +190,7 @@ func (c *client) run(ctx context.Context, sh *shared) {
 			default:
 				c.fail(sh, "before Subscribed: "+describeReadError(err))
 			}
-			return
+			return false
 		}
 		bp := sh.bufPool.Get().(*[]byte)
 		buf, err := readFrame(r, (*bp)[:0])
@@ -182,13 +211,16 @@ func (c *client) run(ctx context.Context, sh *shared) {
 			}
 			if !c.handle(sh, conn, line, now) {
 				sh.putBuf(bp, buf)
-				return
+				return false
 			}
 		}
 		sh.putBuf(bp, buf)
 		if before != stLive && c.getState() == stLive {
 			_ = conn.SetReadDeadline(time.Time{})
 			c.handshakeDone(sh, true)
+			if untilLive {
+				return true
+			}
 		}
 	}
 }

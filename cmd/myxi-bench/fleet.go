@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+
+	"github.com/myxi/myxi/internal/runpool"
 )
 
 // The fleet opens all clients (paced and bounded), waits until each is
@@ -126,6 +128,14 @@ func newFleetOf(cfg *config, hist *histogram, spec fleetSpec) *fleet {
 // and sh.sem handshakes at once, and waits for every handshake to end.
 // progress is called about every 2 s.
 func (f *fleet) open(ctx context.Context, connectRate float64, progress func(ok, failed, launched int)) connectResult {
+	setupCtx, endSetup := context.WithCancel(ctx)
+	f.sh.setup = runpool.New(setupCtx, time.Second)
+	defer func() {
+		// Every handshake has reported: the pool's goroutines are done,
+		// or about to return from their last one.
+		endSetup()
+		f.sh.setup.Wait()
+	}()
 	var res connectResult
 	start := time.Now()
 	timer := time.NewTimer(0)
