@@ -41,9 +41,20 @@ func TestCompareFloor(t *testing.T) {
 	}
 	var b bytes.Buffer
 	writeCompare(&b, out)
-	if !strings.Contains(b.String(), "server ÷ floor = 1.200") || !strings.Contains(b.String(), "PASS") {
-		t.Fatalf("report:\n%s", b.String())
+	if !strings.Contains(b.String(), "server ÷ floor = 1.200") || !strings.Contains(b.String(), "PASS") ||
+		strings.Contains(b.String(), "target") {
+		t.Fatalf("report (no scenario: no target named):\n%s", b.String())
 	}
+	// The issue's 1.15 bound is named for S1 only.
+	for _, scenario := range []string{"S1", "S2"} {
+		out.Scenario = scenario
+		b.Reset()
+		writeCompare(&b, out)
+		if named := strings.Contains(b.String(), "target for S1: ≤ 1.15"); named != (scenario == "S1") {
+			t.Fatalf("%s report names the S1 target: %v\n%s", scenario, named, b.String())
+		}
+	}
+	out.Scenario = ""
 	line := resultLine(out)
 	if !strings.Contains(line, `"floor_ratio":1.2`) || !strings.Contains(line, `"floor":{`) {
 		t.Fatalf("RESULT: %s", line)
